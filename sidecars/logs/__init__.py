@@ -1,0 +1,1 @@
+"""The log adapter: sources -> framing -> parse -> normalise -> buffer -> sinks."""

@@ -1,0 +1,1 @@
+"""Sans-IO resilience policies: plain objects driven by calls and a clock, never sockets."""

@@ -1,0 +1,505 @@
+"""Environment -> frozen settings objects, parsed once at start-up.
+
+Every problem is collected and reported together (``ConfigError``); nothing else in the package
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from sidecars import envparse as p
+from sidecars.envparse import ConfigError, EnvReader, HostPort
+
+SidecarName = Literal["breaker", "ambassador", "log-adapter"]
+LOG_LEVELS = ("debug", "info", "warn", "error")
+RETRY_KINDS = frozenset({"connect-failure", "reset", "timeout"})
+DEFAULT_RETRY_ON = "connect-failure,reset,timeout,502,503,504"
+
+__all__ = [
+    "BreakerSettings",
+    "CommonSettings",
+    "ConfigError",
+    "HostPort",
+    "LogAdapterSettings",
+    "ProxySettings",
+    "RetryOn",
+    "RetrySettings",
+    "RouteSettings",
+    "Upstream",
+    "load",
+    "to_json_dict",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class CommonSettings:
+    log_level: str
+    admin_listen: HostPort
+    admin_token: str | None
+    drain_timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """Where a route sends traffic: ``http(s)://host[:port][/prefix]`` or ``tcp://host:port``."""
+
+    scheme: str
+    host: str
+    port: int
+    path_prefix: str
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme == "https"
+
+    @property
+    def authority(self) -> str:
+        default = {"http": 80, "https": 443}.get(self.scheme)
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return host if self.port == default else f"{host}:{self.port}"
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.authority}{self.path_prefix}"
+
+
+def upstream_url(raw: str) -> Upstream:
+    text = raw.strip()
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
+    if parts.scheme not in ("http", "https", "tcp") or not parts.hostname:
+        raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
+    if parts.username or parts.query or parts.fragment:
+        raise ValueError("a URL without credentials, query or fragment")
+    if parts.scheme == "tcp" and (port is None or parts.path not in ("", "/")):
+        raise ValueError("tcp://host:port with a port and no path")
+    default_port = {"http": 80, "https": 443}.get(parts.scheme, 0)
+    prefix = parts.path.rstrip("/")
+    return Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryOn:
+    """What is retried: failure kinds (connect-failure, reset, timeout) and statuses."""
+
+    kinds: frozenset[str]
+    statuses: frozenset[int]
+
+    def __str__(self) -> str:
+        return ",".join([*sorted(self.kinds), *map(str, sorted(self.statuses))])
+
+
+def retry_on(raw: str) -> RetryOn:
+    kinds: set[str] = set()
+    statuses: set[int] = set()
+    for item in p.comma_list(raw):
+        if item in RETRY_KINDS:
+            kinds.add(item)
+        elif item.isdigit() and 100 <= int(item) <= 599:
+            statuses.add(int(item))
+        elif item == "5xx":
+            statuses.update(range(500, 600))
+        else:
+            raise ValueError("a comma list of connect-failure, reset, timeout, 5xx and statuses")
+    return RetryOn(frozenset(kinds), frozenset(statuses))
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    enabled: bool
+    failure_threshold: int
+    failure_ratio: float | None
+    window: float
+    min_requests: int
+    open_seconds: float
+    half_open_requests: int
+    failure_statuses: frozenset[int]
+    slow_call: float | None
+    state_redis_url: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    max_attempts: int
+    backoff_base: float
+    backoff_max: float
+    retry_on: RetryOn
+    retry_non_idempotent: bool
+    budget_ratio: float
+    budget_min_per_second: float
+    max_retry_body: int
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSettings:
+    """One listener and the upstream behind it, with its own policies."""
+
+    name: str
+    listen: HostPort
+    upstream: Upstream
+    protocol: str
+    fallback: Upstream | None
+    connect_timeout: float
+    timeout: float
+    per_try_timeout: float | None
+    upstream_ca_file: str | None
+    breaker: BreakerSettings
+    retry: RetrySettings
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    sidecar: SidecarName
+    common: CommonSettings
+    routes: tuple[RouteSettings, ...]
+    max_header_size: int
+    max_body: int | None
+    header_timeout: float
+    idle_timeout: float
+    upstream_idle_timeout: float
+    upstream_max_idle: int
+    dns_ttl: float
+
+
+@dataclass(frozen=True, slots=True)
+class LogAdapterSettings:
+    common: CommonSettings
+    inputs: tuple[str, ...]
+    forward_listen: HostPort
+    forward_shared_key: str | None
+    tail_paths: tuple[str, ...]
+    syslog_listen: HostPort
+    outputs: tuple[str, ...]
+    service: str | None
+    format: str
+    multiline: bool
+    multiline_timeout: float
+    multiline_max_bytes: int
+    max_line_bytes: int
+    redact: str
+    buffer_dir: str | None
+    buffer_max: int
+    state_dir: str | None
+    ecs_metadata_uri: str | None
+
+
+_PROXY_DEFAULTS: dict[str, dict[str, str]] = {
+    "breaker": {"LISTEN": "127.0.0.1:15001", "ADMIN_LISTEN": "0.0.0.0:9901", "MAX_ATTEMPTS": "1"},
+    "ambassador": {
+        "LISTEN": "127.0.0.1:15002",
+        "ADMIN_LISTEN": "0.0.0.0:9902",
+        "MAX_ATTEMPTS": "3",
+    },
+}
+
+
+def _common(env: Mapping[str, str], reader: EnvReader, admin_default: str) -> CommonSettings:
+    common = EnvReader(env, "SIDECAR_")
+    settings = CommonSettings(
+        log_level=common.get("LOG_LEVEL", p.choice(*LOG_LEVELS), "info"),
+        admin_listen=reader.get("ADMIN_LISTEN", p.host_port, p.host_port(admin_default)),
+        admin_token=common.get("ADMIN_TOKEN", str.strip),
+        drain_timeout=common.get("DRAIN_TIMEOUT", p.duration, 20.0),
+    )
+    reader.problems.extend(common.problems)
+    return settings
+
+
+def _route_settings(
+    reader: EnvReader, parent: RouteSettings | None, name: str, listen_default: str
+) -> RouteSettings | None:
+    """Read one route's settings; a route under ``ROUTE_<NAME>_`` inherits the top level."""
+
+    def inherit(field: str, fallback: Any) -> Any:
+        if parent is None:
+            return fallback
+        holder: Any = parent
+        for part in field.split("."):
+            holder = getattr(holder, part)
+        return holder
+
+    upstream = reader.require(
+        "UPSTREAM", upstream_url, "the upstream URL, e.g. http://payments:8080"
+    )
+    protocol = reader.get("PROTOCOL", p.choice("http", "tcp"), inherit("protocol", "http"))
+    breaker = BreakerSettings(
+        enabled=reader.get("BREAKER", p.boolean, inherit("breaker.enabled", True)),
+        failure_threshold=reader.get(
+            "FAILURE_THRESHOLD", p.int_range(1), inherit("breaker.failure_threshold", 5)
+        ),
+        failure_ratio=reader.get(
+            "FAILURE_RATIO",
+            p.float_range(0.0, 1.0, low_open=True),
+            inherit("breaker.failure_ratio", None),
+        ),
+        window=reader.get("WINDOW", p.positive_duration, inherit("breaker.window", 10.0)),
+        min_requests=reader.get(
+            "MIN_REQUESTS", p.int_range(1), inherit("breaker.min_requests", 20)
+        ),
+        open_seconds=reader.get(
+            "OPEN_SECONDS", p.positive_duration, inherit("breaker.open_seconds", 30.0)
+        ),
+        half_open_requests=reader.get(
+            "HALF_OPEN_REQUESTS", p.int_range(1), inherit("breaker.half_open_requests", 1)
+        ),
+        failure_statuses=reader.get(
+            "FAILURE_STATUSES",
+            p.status_set,
+            inherit("breaker.failure_statuses", frozenset(range(500, 600))),
+        ),
+        slow_call=reader.get(
+            "SLOW_CALL", p.positive_duration, inherit("breaker.slow_call", None)
+        ),
+        state_redis_url=reader.get(
+            "STATE_REDIS_URL", p.redis_url, inherit("breaker.state_redis_url", None)
+        ),
+    )
+    retry = RetrySettings(
+        max_attempts=reader.get(
+            "MAX_ATTEMPTS", p.int_range(1, 10), inherit("retry.max_attempts", 1)
+        ),
+        backoff_base=reader.get(
+            "BACKOFF_BASE", p.duration, inherit("retry.backoff_base", 0.025)
+        ),
+        backoff_max=reader.get("BACKOFF_MAX", p.duration, inherit("retry.backoff_max", 0.25)),
+        retry_on=reader.get(
+            "RETRY_ON", retry_on, inherit("retry.retry_on", retry_on(DEFAULT_RETRY_ON))
+        ),
+        retry_non_idempotent=reader.get(
+            "RETRY_NON_IDEMPOTENT", p.boolean, inherit("retry.retry_non_idempotent", False)
+        ),
+        budget_ratio=reader.get(
+            "RETRY_BUDGET_RATIO", p.float_range(0.0, 10.0), inherit("retry.budget_ratio", 0.2)
+        ),
+        budget_min_per_second=reader.get(
+            "RETRY_BUDGET_MIN_PER_SECOND",
+            p.float_range(0.0, 1e6),
+            inherit("retry.budget_min_per_second", 10.0),
+        ),
+        max_retry_body=reader.get(
+            "MAX_RETRY_BODY", p.size, inherit("retry.max_retry_body", 1024 * 1024)
+        ),
+    )
+    listen = reader.get("LISTEN", p.host_port, p.host_port(listen_default))
+    fallback = reader.get("FALLBACK_UPSTREAM", upstream_url)
+    connect_timeout = reader.get(
+        "CONNECT_TIMEOUT", p.positive_duration, inherit("connect_timeout", 2.0)
+    )
+    timeout = reader.get("TIMEOUT", p.positive_duration, inherit("timeout", 30.0))
+    per_try = reader.get(
+        "PER_TRY_TIMEOUT", p.positive_duration, inherit("per_try_timeout", None)
+    )
+    ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
+    route_name = reader.get("NAME", str.strip, name)
+    if upstream is None:
+        return None
+    if protocol == "tcp" and upstream.scheme != "tcp":
+        reader.problems.append(
+            f"{reader.prefix}UPSTREAM={upstream} does not fit {reader.prefix}PROTOCOL=tcp: "
+            "expected tcp://host:port"
+        )
+    if protocol == "http" and upstream.scheme == "tcp":
+        reader.problems.append(
+            f"{reader.prefix}UPSTREAM={upstream} is a tcp:// URL: "
+            f"set {reader.prefix}PROTOCOL=tcp, or use http:// or https://"
+        )
+    if fallback is not None and (fallback.scheme == "tcp") != (protocol == "tcp"):
+        reader.problems.append(
+            f"{reader.prefix}FALLBACK_UPSTREAM={fallback} must use the same protocol as "
+            f"{reader.prefix}UPSTREAM"
+        )
+    if retry.backoff_max < retry.backoff_base:
+        reader.problems.append(
+            f"{reader.prefix}BACKOFF_MAX={retry.backoff_max:g}s is below "
+            f"{reader.prefix}BACKOFF_BASE={retry.backoff_base:g}s: expected max >= base"
+        )
+    if per_try is not None and per_try > timeout:
+        reader.problems.append(
+            f"{reader.prefix}PER_TRY_TIMEOUT={per_try:g}s is above "
+            f"{reader.prefix}TIMEOUT={timeout:g}s: expected per-try <= overall deadline"
+        )
+    return RouteSettings(
+        name=route_name or upstream.host,
+        listen=listen,
+        upstream=upstream,
+        protocol=protocol,
+        fallback=fallback,
+        connect_timeout=connect_timeout,
+        timeout=timeout,
+        per_try_timeout=per_try,
+        upstream_ca_file=ca_file,
+        breaker=breaker,
+        retry=retry,
+    )
+
+
+_ROUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
+
+
+def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]) -> ProxySettings:
+    prefix = sidecar.upper() + "_"
+    defaults = _PROXY_DEFAULTS[sidecar]
+    overlay = {prefix + key: value for key, value in defaults.items() if prefix + key not in env}
+    env = {**env, **overlay}
+    reader = EnvReader(env, prefix)
+    common = _common(env, reader, defaults["ADMIN_LISTEN"])
+    route_names = reader.get("ROUTES", p.comma_list, ())
+    routes: list[RouteSettings] = []
+    top: RouteSettings | None = None
+    if not route_names or (prefix + "UPSTREAM") in env:
+        top = _route_settings(reader, None, "", defaults["LISTEN"])
+        if top is not None:
+            routes.append(top)
+    else:
+        # The top-level variables still carry shared policy defaults for every route.
+        shared = EnvReader({**env, prefix + "UPSTREAM": "http://shared.invalid"}, prefix)
+        top = _route_settings(shared, None, "", defaults["LISTEN"])
+        reader.used |= shared.used
+        reader.problems.extend(x for x in shared.problems if x not in reader.problems)
+    for route_name in route_names:
+        if not _ROUTE_NAME.match(route_name):
+            reader.problems.append(
+                f"{prefix}ROUTES has {route_name!r}: route names are letters and digits"
+            )
+            continue
+        route_reader = EnvReader(env, f"{prefix}ROUTE_{route_name.upper()}_")
+        route = _route_settings(route_reader, top, route_name.lower(), "127.0.0.1:0")
+        if route is not None and route.listen.port == 0:
+            route_reader.problems.append(
+                f"{route_reader.prefix}LISTEN is required: each route has its own port"
+            )
+        reader.used |= route_reader.used
+        reader.problems.extend(route_reader.problems)
+        if route is not None:
+            routes.append(route)
+    settings = ProxySettings(
+        sidecar=sidecar,
+        common=common,
+        routes=tuple(routes),
+        max_header_size=reader.get("MAX_HEADER_SIZE", p.size, 64 * 1024),
+        max_body=reader.get("MAX_BODY", p.size),
+        header_timeout=reader.get("HEADER_TIMEOUT", p.positive_duration, 10.0),
+        idle_timeout=reader.get("IDLE_TIMEOUT", p.positive_duration, 60.0),
+        upstream_idle_timeout=reader.get("UPSTREAM_IDLE_TIMEOUT", p.positive_duration, 30.0),
+        upstream_max_idle=reader.get("UPSTREAM_MAX_IDLE", p.int_range(0, 10000), 64),
+        dns_ttl=reader.get("DNS_TTL", p.duration, 5.0),
+    )
+    ports = [str(route.listen) for route in routes] + [str(common.admin_listen)]
+    duplicates = sorted({port for port in ports if ports.count(port) > 1 and port[-2:] != ":0"})
+    for port in duplicates:
+        reader.problems.append(f"{port} is used by more than one listener: give each its own port")
+    reader.reject_unknown()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
+    reader = EnvReader(env, "LOGADAPTER_")
+    common = _common(env, reader, "0.0.0.0:9903")
+    inputs = reader.get("INPUTS", p.comma_list, ("stdin",))
+    for name in inputs:
+        if name not in ("stdin", "forward", "tail", "syslog"):
+            reader.fail("LOGADAPTER_INPUTS", ",".join(inputs), "stdin, forward, tail, syslog")
+    outputs = reader.get("OUTPUTS", p.comma_list, ("stdout",))
+    for output in outputs:
+        if not (
+            output == "stdout"
+            or re.fullmatch(r"forward://[^/:]+:\d+", output)
+            or re.fullmatch(r"file:///.+", output)
+        ):
+            reader.fail(
+                "LOGADAPTER_OUTPUTS", output, "stdout, forward://host:port or file:///path"
+            )
+    log_format = reader.get("FORMAT", str.strip, "auto")
+    known_formats = ("auto", "json", "logfmt", "clf", "syslog", "cri", "raw")
+    if log_format.startswith("regex:"):
+        try:
+            compiled = re.compile(log_format[len("regex:") :])
+            if not compiled.groupindex:
+                raise ValueError
+        except (re.error, ValueError):
+            reader.fail("LOGADAPTER_FORMAT", log_format, "regex:<pattern with named groups>")
+    elif log_format not in known_formats:
+        reader.fail("LOGADAPTER_FORMAT", log_format, ", ".join(known_formats) + ", regex:...")
+    redact = reader.get("REDACT", str.strip, "default")
+    tail_paths = reader.get("TAIL_PATHS", p.comma_list, ())
+    if "tail" in inputs and not tail_paths:
+        reader.problems.append(
+            "LOGADAPTER_TAIL_PATHS is required when LOGADAPTER_INPUTS has tail: "
+            "e.g. /var/log/app/*.log"
+        )
+    settings = LogAdapterSettings(
+        common=common,
+        inputs=inputs,
+        forward_listen=reader.get("FORWARD_LISTEN", p.host_port, p.host_port("0.0.0.0:24224")),
+        forward_shared_key=reader.get("FORWARD_SHARED_KEY", str.strip),
+        tail_paths=tail_paths,
+        syslog_listen=reader.get("SYSLOG_LISTEN", p.host_port, p.host_port("0.0.0.0:5140")),
+        outputs=outputs,
+        service=reader.get("SERVICE", str.strip),
+        format=log_format,
+        multiline=reader.get("MULTILINE", p.choice("auto", "off"), "auto") == "auto",
+        multiline_timeout=reader.get("MULTILINE_TIMEOUT", p.positive_duration, 0.5),
+        multiline_max_bytes=reader.get("MULTILINE_MAX_BYTES", p.size, 256 * 1024),
+        max_line_bytes=reader.get("MAX_LINE_BYTES", p.size, 256 * 1024),
+        redact=redact,
+        buffer_dir=reader.get("BUFFER_DIR", str.strip),
+        buffer_max=reader.get("BUFFER_MAX", p.size, 64 * 1024 * 1024),
+        state_dir=reader.get("STATE_DIR", str.strip),
+        ecs_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4") or None,
+    )
+    reader.reject_unknown()
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def load(command: SidecarName, env: Mapping[str, str]) -> ProxySettings | LogAdapterSettings:
+    if command == "log-adapter":
+        return load_log_adapter(env)
+    return load_proxy(command, env)
+
+
+_SECRET_FIELDS = {"admin_token", "forward_shared_key"}
+_URL_FIELDS = {"state_redis_url"}
+
+
+def to_json_dict(settings: Any) -> Any:
+    """Settings as JSON-ready data with secrets masked (for ``sidecars config`` and /status)."""
+    if isinstance(settings, (Upstream, HostPort, RetryOn)):
+        return str(settings)
+    if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
+        out: dict[str, Any] = {}
+        for field in dataclasses.fields(settings):
+            value = getattr(settings, field.name)
+            if field.name in _SECRET_FIELDS and value is not None:
+                out[field.name] = "***"
+            elif field.name in _URL_FIELDS and value is not None:
+                out[field.name] = p.mask_url(value)
+            else:
+                out[field.name] = to_json_dict(value)
+        return out
+    if isinstance(settings, frozenset):
+        return _compact_statuses(settings)
+    if isinstance(settings, tuple):
+        return [to_json_dict(item) for item in settings]
+    return settings
+
+
+def _compact_statuses(codes: frozenset[int]) -> str:
+    ranges: list[str] = []
+    for code in sorted(codes):
+        if ranges and code == int(ranges[-1].split("-")[-1]) + 1:
+            ranges[-1] = f"{ranges[-1].split('-')[0]}-{code}"
+        else:
+            ranges.append(str(code))
+    return ",".join(ranges)
