@@ -1,0 +1,1 @@
+"""Example services for the demo stack and the example images."""

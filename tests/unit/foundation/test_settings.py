@@ -1,0 +1,198 @@
+import pytest
+
+from sidecars import settings
+from sidecars.settings import ConfigError
+
+
+def load_problems(command: settings.SidecarName, env: dict[str, str]) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        settings.load(command, env)
+    return caught.value.problems
+
+
+def test_breaker_defaults_follow_the_contract() -> None:
+    loaded = settings.load_proxy("breaker", {"BREAKER_UPSTREAM": "http://db-api:8080"})
+    (route,) = loaded.routes
+    assert str(route.listen) == "127.0.0.1:15001"
+    assert str(loaded.common.admin_listen) == "0.0.0.0:9901"
+    assert route.retry.max_attempts == 1
+    assert route.breaker.enabled
+    assert route.breaker.failure_threshold == 5
+    assert route.breaker.failure_ratio is None
+    assert route.breaker.failure_statuses == frozenset(range(500, 600))
+    assert route.connect_timeout == 2.0
+    assert route.timeout == 30.0
+    assert route.retry.retry_on.kinds == {"connect-failure", "reset", "timeout"}
+    assert route.retry.retry_on.statuses == {502, 503, 504}
+    assert route.retry.max_retry_body == 1024 * 1024
+    assert loaded.common.drain_timeout == 20.0
+    assert route.name == "db-api"
+
+
+def test_ambassador_defaults_differ_only_where_the_contract_says() -> None:
+    loaded = settings.load_proxy("ambassador", {"AMBASSADOR_UPSTREAM": "https://api.example.com"})
+    (route,) = loaded.routes
+    assert str(route.listen) == "127.0.0.1:15002"
+    assert str(loaded.common.admin_listen) == "0.0.0.0:9902"
+    assert route.retry.max_attempts == 3
+    assert route.upstream.port == 443
+    assert route.upstream.tls
+
+
+def test_upstream_forms() -> None:
+    up = settings.upstream_url("http://svc:8080/api/v1/")
+    assert (up.scheme, up.host, up.port, up.path_prefix) == ("http", "svc", 8080, "/api/v1")
+    assert up.authority == "svc:8080"
+    assert settings.upstream_url("https://svc").authority == "svc"
+    assert settings.upstream_url("tcp://db:5432").port == 5432
+    for bad in ("ftp://x", "http://", "tcp://db", "http://u:p@h", "http://h/?q=1", "svc:80"):
+        with pytest.raises(ValueError):
+            settings.upstream_url(bad)
+
+
+def test_every_problem_is_reported_at_once_with_variable_value_and_allowed() -> None:
+    problems = load_problems(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://svc:80",
+            "BREAKER_FAILURE_THRESHOLD": "0",
+            "BREAKER_FAILURE_RATIO": "1.5",
+            "BREAKER_OPEN_SECONDS": "soon",
+            "BREAKER_FAILURE_STATUSES": "700",
+            "SIDECAR_LOG_LEVEL": "loud",
+        },
+    )
+    assert len(problems) == 5
+    joined = "\n".join(problems)
+    for fragment in (
+        "BREAKER_FAILURE_THRESHOLD='0'",
+        "BREAKER_FAILURE_RATIO='1.5'",
+        "BREAKER_OPEN_SECONDS='soon'",
+        "BREAKER_FAILURE_STATUSES='700'",
+        "SIDECAR_LOG_LEVEL='loud'",
+        "one of debug, info, warn, error",
+    ):
+        assert fragment in joined
+
+
+def test_missing_upstream_and_misspelt_variable() -> None:
+    problems = load_problems("breaker", {"BREAKER_FAILURE_TRESHOLD": "3"})
+    assert problems == [
+        "BREAKER_UPSTREAM is required: the upstream URL, e.g. http://payments:8080",
+        "BREAKER_FAILURE_TRESHOLD is not a known setting (check the spelling)",
+    ]
+
+
+def test_protocol_and_upstream_must_agree() -> None:
+    problems = load_problems(
+        "breaker", {"BREAKER_UPSTREAM": "http://db:5432", "BREAKER_PROTOCOL": "tcp"}
+    )
+    assert any("does not fit BREAKER_PROTOCOL=tcp" in problem for problem in problems)
+    problems = load_problems("breaker", {"BREAKER_UPSTREAM": "tcp://db:5432"})
+    assert any("set BREAKER_PROTOCOL=tcp" in problem for problem in problems)
+    tcp = settings.load_proxy(
+        "breaker", {"BREAKER_UPSTREAM": "tcp://db:5432", "BREAKER_PROTOCOL": "tcp"}
+    )
+    assert tcp.routes[0].protocol == "tcp"
+
+
+def test_cross_field_rules() -> None:
+    problems = load_problems(
+        "ambassador",
+        {
+            "AMBASSADOR_UPSTREAM": "http://svc:80",
+            "AMBASSADOR_BACKOFF_BASE": "1s",
+            "AMBASSADOR_BACKOFF_MAX": "100ms",
+            "AMBASSADOR_TIMEOUT": "1s",
+            "AMBASSADOR_PER_TRY_TIMEOUT": "2s",
+            "AMBASSADOR_ADMIN_LISTEN": "127.0.0.1:15002",
+        },
+    )
+    assert len(problems) == 3
+    assert "BACKOFF_MAX" in problems[0]
+    assert "PER_TRY_TIMEOUT" in problems[1]
+    assert "127.0.0.1:15002 is used by more than one listener" in problems[2]
+
+
+def test_route_table_inherits_and_overrides() -> None:
+    loaded = settings.load_proxy(
+        "ambassador",
+        {
+            "AMBASSADOR_ROUTES": "payments,search",
+            "AMBASSADOR_MAX_ATTEMPTS": "4",
+            "AMBASSADOR_TIMEOUT": "5s",
+            "AMBASSADOR_ROUTE_PAYMENTS_UPSTREAM": "https://pay.example.com",
+            "AMBASSADOR_ROUTE_PAYMENTS_LISTEN": "127.0.0.1:16001",
+            "AMBASSADOR_ROUTE_PAYMENTS_RETRY_NON_IDEMPOTENT": "off",
+            "AMBASSADOR_ROUTE_SEARCH_UPSTREAM": "http://search:9200",
+            "AMBASSADOR_ROUTE_SEARCH_LISTEN": "127.0.0.1:16002",
+            "AMBASSADOR_ROUTE_SEARCH_MAX_ATTEMPTS": "2",
+        },
+    )
+    payments, search = loaded.routes
+    assert (payments.name, payments.retry.max_attempts, payments.timeout) == ("payments", 4, 5.0)
+    assert (search.name, search.retry.max_attempts, search.timeout) == ("search", 2, 5.0)
+    assert str(search.listen) == "127.0.0.1:16002"
+
+
+def test_route_needs_its_own_listen_port_and_a_valid_name() -> None:
+    problems = load_problems(
+        "ambassador",
+        {
+            "AMBASSADOR_ROUTES": "a,b-c",
+            "AMBASSADOR_ROUTE_A_UPSTREAM": "http://a:80",
+        },
+    )
+    assert problems == [
+        "AMBASSADOR_ROUTE_A_LISTEN is required: each route has its own port",
+        "AMBASSADOR_ROUTES has 'b-c': route names are letters and digits",
+    ]
+
+
+def test_log_adapter_settings() -> None:
+    loaded = settings.load_log_adapter(
+        {
+            "LOGADAPTER_INPUTS": "stdin,forward,tail",
+            "LOGADAPTER_TAIL_PATHS": "/var/log/app/*.log",
+            "LOGADAPTER_OUTPUTS": "stdout,forward://collector:24224,file:///var/log/out.jsonl",
+            "LOGADAPTER_BUFFER_MAX": "8MiB",
+        }
+    )
+    assert loaded.inputs == ("stdin", "forward", "tail")
+    assert loaded.buffer_max == 8 * 1024 * 1024
+    assert str(loaded.forward_listen) == "0.0.0.0:24224"
+    assert str(loaded.common.admin_listen) == "0.0.0.0:9903"
+
+
+def test_log_adapter_problems() -> None:
+    problems = load_problems(
+        "log-adapter",
+        {
+            "LOGADAPTER_INPUTS": "stdin,kafka,tail",
+            "LOGADAPTER_OUTPUTS": "s3://bucket",
+            "LOGADAPTER_FORMAT": "regex:no-groups",
+        },
+    )
+    joined = "\n".join(problems)
+    assert "LOGADAPTER_INPUTS='stdin,kafka,tail'" in joined
+    assert "LOGADAPTER_OUTPUTS='s3://bucket'" in joined
+    assert "LOGADAPTER_FORMAT='regex:no-groups'" in joined
+    assert "LOGADAPTER_TAIL_PATHS is required" in joined
+
+
+def test_json_view_masks_secrets() -> None:
+    loaded = settings.load_proxy(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://svc:80",
+            "BREAKER_STATE_REDIS_URL": "redis://:hunter2@redis:6379/0",
+            "SIDECAR_ADMIN_TOKEN": "tok-123",
+        },
+    )
+    view = settings.to_json_dict(loaded)
+    text = repr(view)
+    assert "hunter2" not in text
+    assert "tok-123" not in text
+    assert view["common"]["admin_token"] == "***"
+    assert view["routes"][0]["breaker"]["state_redis_url"] == "redis://:***@redis:6379/0"
+    assert view["routes"][0]["breaker"]["failure_statuses"] == "500-599"
