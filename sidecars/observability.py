@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -18,7 +19,7 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def _rename_warning(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _rename_warning(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     if event.get("level") == "warning":
         event["level"] = "warn"
     return event

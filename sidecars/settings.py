@@ -167,6 +167,7 @@ class ProxySettings:
     upstream_idle_timeout: float
     upstream_max_idle: int
     dns_ttl: float
+    access_log: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,7 +299,7 @@ def _route_settings(
         "PER_TRY_TIMEOUT", p.positive_duration, inherit("per_try_timeout", None)
     )
     ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
-    route_name = reader.get("NAME", str.strip, name)
+    route_name: str = reader.get("NAME", str.strip, name)
     if upstream is None:
         return None
     if protocol == "tcp" and upstream.scheme != "tcp":
@@ -351,7 +352,7 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
     env = {**env, **overlay}
     reader = EnvReader(env, prefix)
     common = _common(env, reader, defaults["ADMIN_LISTEN"])
-    route_names = reader.get("ROUTES", p.comma_list, ())
+    route_names: tuple[str, ...] = reader.get("ROUTES", p.comma_list, ())
     routes: list[RouteSettings] = []
     top: RouteSettings | None = None
     if not route_names or (prefix + "UPSTREAM") in env:
@@ -391,6 +392,7 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
         upstream_idle_timeout=reader.get("UPSTREAM_IDLE_TIMEOUT", p.positive_duration, 30.0),
         upstream_max_idle=reader.get("UPSTREAM_MAX_IDLE", p.int_range(0, 10000), 64),
         dns_ttl=reader.get("DNS_TTL", p.duration, 5.0),
+        access_log=reader.get("ACCESS_LOG", p.boolean, True),
     )
     ports = [str(route.listen) for route in routes] + [str(common.admin_listen)]
     duplicates = sorted({port for port in ports if ports.count(port) > 1 and port[-2:] != ":0"})
@@ -405,11 +407,11 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
 def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
     reader = EnvReader(env, "LOGADAPTER_")
     common = _common(env, reader, "0.0.0.0:9903")
-    inputs = reader.get("INPUTS", p.comma_list, ("stdin",))
+    inputs: tuple[str, ...] = reader.get("INPUTS", p.comma_list, ("stdin",))
     for name in inputs:
         if name not in ("stdin", "forward", "tail", "syslog"):
             reader.fail("LOGADAPTER_INPUTS", ",".join(inputs), "stdin, forward, tail, syslog")
-    outputs = reader.get("OUTPUTS", p.comma_list, ("stdout",))
+    outputs: tuple[str, ...] = reader.get("OUTPUTS", p.comma_list, ("stdout",))
     for output in outputs:
         if not (
             output == "stdout"
@@ -431,7 +433,7 @@ def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
     elif log_format not in known_formats:
         reader.fail("LOGADAPTER_FORMAT", log_format, ", ".join(known_formats) + ", regex:...")
     redact = reader.get("REDACT", str.strip, "default")
-    tail_paths = reader.get("TAIL_PATHS", p.comma_list, ())
+    tail_paths: tuple[str, ...] = reader.get("TAIL_PATHS", p.comma_list, ())
     if "tail" in inputs and not tail_paths:
         reader.problems.append(
             "LOGADAPTER_TAIL_PATHS is required when LOGADAPTER_INPUTS has tail: "

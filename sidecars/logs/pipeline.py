@@ -1,0 +1,93 @@
+"""Lines from every input -> the processor -> the buffer.
+
+One processor serves every input: it keeps its state per ``stream_key``. ``push`` and
+``append`` run with no ``await`` between them, so records reach the buffer in the order the
+processor made them, and a line is either still pending in the processor or its record is in
+the buffer (what the tail input relies on to save offsets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+from sidecars.logs.buffer import BufferWriteError, RecordBuffer
+from sidecars.logs.model import LogLine, Record
+from sidecars.observability import LOG_RECORDS_DROPPED, LOG_RECORDS_IN, get_logger
+
+log = get_logger("sidecars.logs.pipeline")
+
+
+class LineProcessor(Protocol):
+    """What the pipeline needs of ``sidecars.logs.processor.LogProcessor``."""
+
+    def push(self, lines: Iterable[LogLine]) -> list[Record]: ...
+
+    def flush_idle(self) -> list[Record]: ...
+
+    def flush(self) -> list[Record]: ...
+
+    def first_pending(self, stream_key: str) -> LogLine | None: ...
+
+    @property
+    def pending_lines(self) -> int: ...
+
+
+class Pipeline:
+    def __init__(self, processor: LineProcessor, buffer: RecordBuffer) -> None:
+        self.processor = processor
+        self.buffer = buffer
+        self._records_in: dict[str, Any] = {}
+
+    @property
+    def full(self) -> bool:
+        return self.buffer.full
+
+    async def ingest(self, lines: Sequence[LogLine], input_name: str) -> int:
+        """Wait for buffer space, then process and store; returns the buffer position after.
+
+        Space is awaited *before* the lines are processed, so a cancelled wait loses nothing.
+        """
+        await self.buffer.wait_space()
+        return self.ingest_nowait(lines, input_name)
+
+    def ingest_nowait(self, lines: Sequence[LogLine], input_name: str) -> int:
+        """Process and store now, whatever the bound (callers check ``full`` first)."""
+        if not lines:
+            return self.buffer.end
+        counter = self._records_in.get(input_name)
+        if counter is None:
+            counter = self._records_in[input_name] = LOG_RECORDS_IN.labels(input_name)
+        counter.inc(len(lines))
+        try:
+            records = self.processor.push(lines)
+        except Exception:
+            # A processor bug must not take every input down with it: count, log, carry on.
+            LOG_RECORDS_DROPPED.labels("processor_error").inc(len(lines))
+            log.error("processor_error", input=input_name, lines=len(lines), exc_info=True)
+            return self.buffer.end
+        return self._append(records)
+
+    def flush_idle(self) -> int:
+        try:
+            return self._append(self.processor.flush_idle())
+        except BufferWriteError:
+            return self.buffer.end
+
+    def flush(self) -> int:
+        try:
+            return self._append(self.processor.flush())
+        except BufferWriteError:
+            return self.buffer.end
+
+    def first_pending(self, stream_key: str) -> LogLine | None:
+        return self.processor.first_pending(stream_key)
+
+    def _append(self, records: list[Record]) -> int:
+        """Raises ``BufferWriteError`` (counted, logged) so that nothing lost is acknowledged."""
+        try:
+            return self.buffer.append(records)
+        except BufferWriteError as error:
+            LOG_RECORDS_DROPPED.labels("buffer_write_error").inc(len(records))
+            log.error("buffer_write_failed", records=len(records), error=str(error))
+            raise

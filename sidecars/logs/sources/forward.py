@@ -1,0 +1,334 @@
+"""The ``forward`` input: a Fluentd Forward protocol v1 server (Docker's fluentd log driver,
+FireLens, Fluent Bit, Fluentd, fluent-logger).
+
+One ``ForwardConnection`` per TCP connection reads into a bounded streaming unpacker and hands
+the events of every request read so far on as one batch (fluent-logger and Docker send one
+event per request). A ``chunk`` option is acknowledged only once the
+records are accepted by the buffer (fsynced for the disk buffer). While the buffer is full the
+connection is not read, so TCP slows the sender down. Corrupt msgpack or a request that is not
+a Forward message closes that connection only (counted, logged). UDP on the same port answers
+heartbeats; a TCP ``nil`` is a heartbeat too. With a shared key the server sends HELO and
+requires a valid PING before any event.
+
+Lines held by the processor for multi-line joining (at most ``multiline_timeout``) are
+acknowledged with the request that brought them: waiting for the next line would hold a
+one-event-per-request client (Docker with ``fluentd-request-ack``) to one event per timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from typing import Any, cast
+
+import orjson
+from msgpack import BufferFull
+
+from sidecars.envparse import HostPort
+from sidecars.logs.forward_protocol import (
+    UDP_HEARTBEAT,
+    ForwardMessage,
+    ForwardProtocolError,
+    Heartbeat,
+    check_ping,
+    decode_message,
+    encode_ack,
+    encode_helo,
+    encode_pong,
+    new_unpacker,
+)
+from sidecars.logs.model import LogLine
+from sidecars.logs.pipeline import Pipeline
+from sidecars.observability import LOG_INPUT_ERRORS, get_logger
+
+READ_BYTES = 256 * 1024
+log = get_logger("sidecars.logs.forward")
+
+
+class AuthenticationFailed(Exception):
+    pass
+
+
+def _undecodable(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _needs_repair(value: Any) -> bool:
+    if isinstance(value, str):
+        return _undecodable(value)
+    if isinstance(value, dict):
+        return any(_needs_repair(key) or _needs_repair(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_needs_repair(item) for item in value)
+    return False
+
+
+def _repaired(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if isinstance(value, dict):
+        return {_repaired(key): _repaired(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_repaired(item) for item in value]
+    return value
+
+
+def repair_record(record: dict[str, Any]) -> dict[str, Any]:
+    """Undecodable bytes (kept as surrogates by the unpacker) become U+FFFD, counted once per
+    record; a clean record is returned as it is."""
+    try:
+        orjson.dumps(record, option=orjson.OPT_NON_STR_KEYS)  # C speed; refuses surrogates
+        return record
+    except (orjson.JSONEncodeError, TypeError):
+        pass
+    if not _needs_repair(record):
+        return record
+    LOG_INPUT_ERRORS.labels("forward", "invalid_utf8").inc()
+    repaired: dict[str, Any] = _repaired(record)
+    return repaired
+
+
+def _optional_str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def event_to_line(
+    tag: str, timestamp: float | None, record: dict[str, Any], received_at: float
+) -> LogLine:
+    """A Docker/FireLens record (a ``log`` string) is a text line of its container's stream,
+    handed over whole in ``fields`` (the processor stitches ``partial_*`` parts and keeps other
+    keys as attributes); any other record is a structured event."""
+    record = repair_record(record)
+    text = record.get("log")
+    if isinstance(text, str):
+        container_id = _optional_str(record.get("container_id"))
+        source = _optional_str(record.get("source"))
+        name = _optional_str(record.get("container_name"))
+        return LogLine(
+            text=text,
+            received_at=received_at,
+            input="forward",
+            stream_key=f"forward:{container_id or tag}:{source or '-'}",
+            stream=source,
+            fields=record,
+            container_id=container_id,
+            container_name=name.lstrip("/") if name else None,
+            tag=tag,
+            timestamp=timestamp,
+        )
+    return LogLine(
+        text="",
+        received_at=received_at,
+        input="forward",
+        stream_key=f"forward:{tag}",
+        fields=record,
+        tag=tag,
+        timestamp=timestamp,
+    )
+
+
+class _HeartbeatResponder(asyncio.DatagramProtocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.heartbeats = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's UDP transport does not subclass asyncio.DatagramTransport.
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.heartbeats += 1
+        if self.transport is not None:
+            self.transport.sendto(UDP_HEARTBEAT, addr)
+
+
+class ForwardConnection:
+    """One client connection: handshake (optional), then requests until EOF or an error."""
+
+    def __init__(
+        self, source: ForwardSource, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self._source = source
+        self._reader = reader
+        self._writer = writer
+        self._unpacker = new_unpacker()
+        self.peer = str(writer.get_extra_info("peername"))
+        self.idle = True
+
+    async def run(self) -> None:
+        try:
+            if self._source.shared_key is not None:
+                await self._handshake(self._source.shared_key)
+            while not self._source.stopping:
+                self.idle = True
+                data = await self._reader.read(READ_BYTES)
+                self.idle = False
+                if not data:
+                    return
+                self._unpacker.feed(data)
+                messages, error = self._decode_available()
+                if messages:
+                    await self._handle(messages)
+                if error is not None:
+                    raise error
+        except BufferFull:
+            self._fail("message_too_large", "a request is larger than the limit")
+        except ForwardProtocolError as error:
+            self._fail("bad_message", str(error))
+        except ValueError as error:
+            self._fail("corrupt_msgpack", str(error) or type(error).__name__)
+        except AuthenticationFailed as error:
+            self._fail("auth_failed", str(error))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            log.debug("forward_connection_lost", peer=self.peer)
+        except OSError as error:  # the disk buffer failed: no ack, the client sends again
+            log.error("forward_request_not_stored", peer=self.peer, error=str(error))
+        finally:
+            self._writer.close()
+
+    def _fail(self, kind: str, detail: str) -> None:
+        LOG_INPUT_ERRORS.labels("forward", kind).inc()
+        log.warn("forward_connection_closed", peer=self.peer, kind=kind, detail=detail[:200])
+
+    async def _next_value(self) -> Any:
+        while True:
+            for value in self._unpacker:
+                return value
+            data = await self._reader.read(READ_BYTES)
+            if not data:
+                raise ConnectionResetError("closed during handshake")
+            self._unpacker.feed(data)
+
+    async def _handshake(self, shared_key: str) -> None:
+        nonce = os.urandom(16)
+        self._writer.write(encode_helo(nonce))
+        await self._writer.drain()
+        try:
+            check = check_ping(await self._next_value(), nonce, shared_key)
+        except ForwardProtocolError as error:
+            raise AuthenticationFailed(str(error)) from None
+        self._writer.write(encode_pong(check, self._source.hostname, nonce, shared_key))
+        await self._writer.drain()
+        if not check.ok:
+            raise AuthenticationFailed(check.reason)
+
+    def _decode_available(self) -> tuple[list[ForwardMessage], Exception | None]:
+        """Every complete request read so far, and the error that stopped decoding, if any
+        (requests before a corrupt one are still kept and acknowledged)."""
+        messages: list[ForwardMessage] = []
+        try:
+            for value in self._unpacker:
+                message = decode_message(value)
+                if not isinstance(message, Heartbeat):
+                    messages.append(message)
+        except (ValueError, BufferFull) as error:
+            return messages, error
+        return messages, None
+
+    async def _handle(self, messages: list[ForwardMessage]) -> None:
+        """One batch for the processor (clients like fluent-logger send one event per
+        request), then the acks of the requests that asked for one."""
+        position = await self._source.ingest(messages)
+        chunks = [message.chunk for message in messages if message.chunk is not None]
+        if chunks:
+            await self._source.pipeline.buffer.wait_accepted(position)
+            self._writer.write(b"".join(encode_ack(chunk) for chunk in chunks))
+            await self._writer.drain()
+
+
+class ForwardSource:
+    name = "forward"
+
+    def __init__(self, listen: HostPort, shared_key: str | None, pipeline: Pipeline) -> None:
+        self.listen = listen
+        self.shared_key = shared_key
+        self.pipeline = pipeline
+        self.hostname = socket.gethostname()
+        self.stopping = False
+        self._server: asyncio.Server | None = None
+        self._heartbeats: _HeartbeatResponder | None = None
+        self._connections: dict[asyncio.Task[Any], ForwardConnection] = {}
+        self.connections_total = 0
+        self.requests = 0
+        self.events = 0
+        self.modes: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._serve,
+            self.listen.host,
+            self.listen.port,
+            limit=READ_BYTES,
+            reuse_address=True,
+        )
+        port = self._server.sockets[0].getsockname()[1]
+        _, self._heartbeats = await asyncio.get_running_loop().create_datagram_endpoint(
+            _HeartbeatResponder, local_addr=(self.listen.host, port)
+        )
+        log.info(
+            "forward_listening",
+            address=f"{self.listen.host}:{port}",
+            shared_key=self.shared_key is not None,
+        )
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        connection = ForwardConnection(self, reader, writer)
+        self._connections[task] = connection
+        self.connections_total += 1
+        try:
+            await connection.run()
+        finally:
+            del self._connections[task]
+
+    async def ingest(self, messages: list[ForwardMessage]) -> int:
+        now = time.time()
+        lines: list[LogLine] = []
+        for message in messages:
+            tag = message.tag
+            lines += [event_to_line(tag, stamp, record, now) for stamp, record in message.events]
+            self.modes[message.mode] = self.modes.get(message.mode, 0) + 1
+        self.requests += len(messages)
+        self.events += len(lines)
+        return await self.pipeline.ingest(lines, self.name)
+
+    async def stop(self) -> None:
+        """Stop accepting; idle connections close, busy ones finish (and ack) their request."""
+        self.stopping = True
+        if self._server is not None:
+            self._server.close()
+        if self._heartbeats is not None and self._heartbeats.transport is not None:
+            self._heartbeats.transport.close()
+        for task, connection in list(self._connections.items()):
+            if connection.idle:
+                task.cancel()
+        tasks = list(self._connections)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "listen": str(self.listen),
+            "connections": len(self._connections),
+            "connections_total": self.connections_total,
+            "requests": self.requests,
+            "events": self.events,
+            "modes": dict(self.modes),
+            "udp_heartbeats": self._heartbeats.heartbeats if self._heartbeats else 0,
+            "shared_key": self.shared_key is not None,
+        }

@@ -1,0 +1,323 @@
+"""The Forward protocol input through the real process: fluent-logger, raw msgpack in every
+mode, acks, Docker partial messages, heartbeats, the shared-key handshake and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+from fluent.sender import EventTime, FluentSender
+from logadapter_support import Adapter, StartAdapter, forward_env
+from support import LOOPBACK, free_port, metric_value
+
+
+def packb(value: Any) -> bytes:
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+class ForwardClient:
+    """A raw Forward protocol client: msgpack over a socket, reading answers."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection((LOOPBACK, port), timeout=10)
+        self.unpacker = msgpack.Unpacker(raw=False)
+
+    def send(self, value: Any) -> None:
+        self.sock.sendall(packb(value))
+
+    def receive(self) -> Any:
+        while True:
+            for value in self.unpacker:
+                return value
+            data = self.sock.recv(65536)
+            if not data:
+                raise ConnectionError("closed by the server")
+            self.unpacker.feed(data)
+
+    def closed_by_server(self) -> bool:
+        try:
+            return self.sock.recv(1) == b""
+        except ConnectionResetError:
+            return True
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def forward(adapters: StartAdapter, forward_port: int) -> Adapter:
+    return adapters(forward_env(forward_port))
+
+
+@pytest.fixture
+def client(forward: Adapter, forward_port: int) -> Iterator[ForwardClient]:
+    connection = ForwardClient(forward_port)
+    yield connection
+    connection.close()
+
+
+def test_fluent_logger_events_are_normalised(forward: Adapter, forward_port: int) -> None:
+    sender = FluentSender("shop", host=LOOPBACK, port=forward_port, nanosecond_precision=True)
+    try:
+        assert sender.emit("web", {"level": "warning", "msg": "cart is slow", "cart_id": 7})
+        assert sender.emit_with_time("web", 1795687200.5, {"message": "with a time"})
+    finally:
+        sender.close()
+    first, second = forward.wait_records(2)
+    assert first["message"] == "cart is slow"
+    assert first["level"] == "warn"
+    assert first["attributes"]["cart_id"] == 7
+    assert second["message"] == "with a time"
+    assert second["timestamp"] == "2026-11-26T10:00:00.500000Z"
+
+
+def test_every_mode_is_acknowledged_after_it_is_accepted(
+    forward: Adapter, client: ForwardClient
+) -> None:
+    now = EventTime(1795687200, 123456000)
+    entries = b"".join(packb([now, {"message": f"packed {n}"}]) for n in range(3))
+    client.send(["app", now, {"message": "message mode"}])  # no chunk: no answer
+    client.send(["app", now, {"message": "message mode acked"}, {"chunk": "c1"}])
+    assert client.receive() == {"ack": "c1"}
+    client.send(
+        [
+            "app",
+            [[now, {"message": "forward 1"}], [1795687201, {"message": "forward 2"}]],
+            {"chunk": "c2", "size": 2},
+        ]
+    )
+    assert client.receive() == {"ack": "c2"}
+    client.send(["app", entries, {"chunk": "c3", "size": 3}])
+    assert client.receive() == {"ack": "c3"}
+    compressed = gzip.compress(entries[:15]) + gzip.compress(entries[15:])
+    client.send(["app", compressed, {"chunk": "c4", "compressed": "gzip"}])
+    assert client.receive() == {"ack": "c4"}
+    records = forward.wait_records(10)
+    assert [r["message"] for r in records] == [
+        "message mode",
+        "message mode acked",
+        "forward 1",
+        "forward 2",
+        "packed 0",
+        "packed 1",
+        "packed 2",
+        "packed 0",
+        "packed 1",
+        "packed 2",
+    ]
+    assert records[0]["timestamp"] == "2026-11-26T10:00:00.123456Z"
+    status = forward.status()["inputs"]["forward"]
+    assert status["modes"] == {
+        "message": 2,
+        "forward": 1,
+        "packed_forward": 1,
+        "compressed_packed_forward": 1,
+    }
+
+
+def test_docker_partial_messages_are_stitched(forward: Adapter, client: ForwardClient) -> None:
+    """Docker's fluentd driver splits lines over 16 KiB into marked Message-mode records."""
+    whole = "".join(chr(ord("a") + n % 26) * 1000 for n in range(40))  # 40 KB
+    parts = [whole[i : i + 16 * 1024] for i in range(0, len(whole), 16 * 1024)]
+    for ordinal, part in enumerate(parts, 1):
+        client.send(
+            [
+                "docker.web",
+                int(time.time()),
+                {
+                    "container_id": "c0ffee",
+                    "container_name": "/web",
+                    "source": "stdout",
+                    "log": part,
+                    "partial_message": "true",
+                    "partial_id": "p-1",
+                    "partial_ordinal": str(ordinal),
+                    "partial_last": str(ordinal == len(parts)).lower(),
+                },
+                {"chunk": f"part-{ordinal}"},
+            ]
+        )
+        assert client.receive() == {"ack": f"part-{ordinal}"}
+    client.send(
+        [
+            "docker.web",
+            int(time.time()),
+            {
+                "container_id": "c0ffee",
+                "container_name": "/web",
+                "source": "stderr",
+                "log": "on stderr",
+            },
+        ]
+    )
+    records = forward.wait_records(2)
+    stitched = next(r for r in records if r.get("stream") == "stdout")
+    assert stitched["message"] == whole
+    assert stitched["container_name"] == "web"
+    assert stitched["container_id"] == "c0ffee"
+    assert next(r for r in records if r.get("stream") == "stderr")["message"] == "on stderr"
+
+
+def test_corrupt_msgpack_closes_only_that_connection(
+    forward: Adapter, forward_port: int, client: ForwardClient
+) -> None:
+    bad = ForwardClient(forward_port)
+    not_a_message = ForwardClient(forward_port)
+    try:
+        bad.sock.sendall(b"\x93\xa3app\xc1\xc1\xc1")  # 0xc1 is never valid msgpack
+        assert bad.closed_by_server()
+        not_a_message.send(42)
+        assert not_a_message.closed_by_server()
+        client.send(["app", 1795687200, {"message": "still fine"}, {"chunk": "ok"}])
+        assert client.receive() == {"ack": "ok"}
+    finally:
+        bad.close()
+        not_a_message.close()
+    metrics = forward.metrics()
+    assert (
+        metric_value(
+            metrics, "logadapter_input_errors_total", input="forward", kind="corrupt_msgpack"
+        )
+        == 1
+    )
+    assert (
+        metric_value(metrics, "logadapter_input_errors_total", input="forward", kind="bad_message")
+        == 1
+    )
+    assert forward.wait_records(1)[0]["message"] == "still fine"
+
+
+def test_invalid_utf8_is_replaced_and_counted(forward: Adapter, client: ForwardClient) -> None:
+    raw_log = b"\xa6ab\xff\xfecd"  # a 6-byte msgpack str that is not UTF-8
+    message = b"\x94\xa3app\xce\x6a\xfa\x0e\x00\x81\xa3log" + raw_log + packb({"chunk": "u"})
+    client.sock.sendall(message)
+    assert client.receive() == {"ack": "u"}
+    assert forward.wait_records(1)[0]["message"] == "ab\ufffd\ufffdcd"
+    assert (
+        metric_value(
+            forward.metrics(), "logadapter_input_errors_total", input="forward", kind="invalid_utf8"
+        )
+        == 1
+    )
+
+
+def test_heartbeats_over_udp_and_tcp(
+    forward: Adapter, forward_port: int, client: ForwardClient
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        udp.sendto(b"\x00", (LOOPBACK, forward_port))
+        assert udp.recvfrom(16)[0] == b"\x00"
+    client.sock.sendall(b"\xc0")  # msgpack nil: a TCP heartbeat
+    client.send(["app", 1795687200, {"message": "after heartbeat"}, {"chunk": "h"}])
+    assert client.receive() == {"ack": "h"}
+    assert forward.status()["inputs"]["forward"]["udp_heartbeats"] == 1
+
+
+def ping(helo: Any, key: str) -> tuple[list[Any], bytes]:
+    assert helo[0] == "HELO"
+    nonce = helo[1]["nonce"]
+    salt = b"client-salt"
+    digest = hashlib.sha512(salt + b"client.example" + nonce + key.encode()).hexdigest()
+    return ["PING", "client.example", salt, digest, "", ""], nonce
+
+
+def test_shared_key_handshake(adapters: StartAdapter, forward_port: int) -> None:
+    adapter = adapters(forward_env(forward_port, LOGADAPTER_FORWARD_SHARED_KEY="s3cret"))
+    good = ForwardClient(forward_port)
+    wrong = ForwardClient(forward_port)
+    try:
+        message, nonce = ping(good.receive(), "s3cret")
+        good.send(message)
+        pong = good.receive()
+        assert pong[:3] == ["PONG", True, ""]
+        server_digest = hashlib.sha512(
+            b"client-salt" + pong[3].encode() + nonce + b"s3cret"
+        ).hexdigest()
+        assert pong[4] == server_digest
+        good.send(["app", 1795687200, {"message": "authenticated"}, {"chunk": "a"}])
+        assert good.receive() == {"ack": "a"}
+
+        message, _ = ping(wrong.receive(), "guessed")
+        wrong.send(message)
+        assert wrong.receive()[:2] == ["PONG", False]
+        assert wrong.closed_by_server()
+    finally:
+        good.close()
+        wrong.close()
+    assert adapter.wait_records(1)[0]["message"] == "authenticated"
+    assert (
+        metric_value(
+            adapter.metrics(), "logadapter_input_errors_total", input="forward", kind="auth_failed"
+        )
+        == 1
+    )
+    assert adapter.status()["settings"]["forward_shared_key"] == "***"
+
+
+def test_a_full_buffer_holds_the_ack_until_there_is_room(
+    adapters: StartAdapter, forward_port: int
+) -> None:
+    """Records wait for a collector that is down; past the bound the sender is not read and
+    gets no ack; once the collector is up, everything flows and the ack comes."""
+    collector_port = free_port()
+    adapter = adapters(
+        forward_env(
+            forward_port,
+            LOGADAPTER_BUFFER_MAX="64KiB",
+            LOGADAPTER_OUTPUTS=f"forward://{LOOPBACK}:{collector_port}",
+        )
+    )
+    client = ForwardClient(forward_port)
+    try:
+        batch = [[1795687200, {"message": "x" * 1000, "n": n}] for n in range(10)]
+        client.sock.settimeout(0.5)
+        acked = 0
+        for chunk in range(20):  # 20 chunks of about 11 KB: far past the 64 KiB bound
+            client.send(["app", batch, {"chunk": f"c{chunk}"}])
+            try:
+                assert client.receive() == {"ack": f"c{chunk}"}
+            except TimeoutError:
+                break
+            acked += 1
+        assert 0 < acked < 19
+        assert adapter.status()["buffer"]["bytes"] >= 64 * 1024
+        collector = adapters(forward_env(collector_port))
+        client.sock.settimeout(15)
+        assert client.receive() == {"ack": f"c{acked}"}
+        collector.wait_records(10 * (acked + 1))
+    finally:
+        client.close()
+
+
+def test_an_acknowledged_chunk_survives_kill_9_with_the_disk_buffer(
+    adapters: StartAdapter, forward_port: int, tmp_path: Any
+) -> None:
+    buffer_dir = str(tmp_path / "buffer")
+    dead_collector = f"forward://{LOOPBACK}:{free_port()}"
+    first = adapters(
+        forward_env(
+            forward_port, LOGADAPTER_BUFFER_DIR=buffer_dir, LOGADAPTER_OUTPUTS=dead_collector
+        )
+    )
+    client = ForwardClient(forward_port)
+    try:
+        client.send(
+            ["app", [[1795687200, {"message": f"durable {n}"}] for n in range(50)], {"chunk": "d"}]
+        )
+        assert client.receive() == {"ack": "d"}
+    finally:
+        client.close()
+    assert first.process is not None
+    first.process.kill()
+    first.process.wait(10)
+    second = adapters(
+        forward_env(free_port(), LOGADAPTER_BUFFER_DIR=buffer_dir, LOGADAPTER_OUTPUTS="stdout")
+    )
+    assert [r["message"] for r in second.wait_records(50)] == [f"durable {n}" for n in range(50)]

@@ -1,0 +1,164 @@
+"""The Forward protocol codec: every carrier mode, EventTime, ack, handshake, bad input."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+from fluent.sender import EventTime
+
+from sidecars.logs import forward_protocol as fp
+
+
+def unpack_one(data: bytes) -> Any:
+    unpacker = fp.new_unpacker()
+    unpacker.feed(data)
+    return next(unpacker)
+
+
+def packb(value: Any) -> bytes:
+    return bytes(msgpack.packb(value, use_bin_type=True))
+
+
+def test_message_mode_with_event_time_and_chunk() -> None:
+    wire = packb(["app", EventTime(1700000000, 250_000_000), {"log": "hi"}, {"chunk": "abc"}])
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.mode == "message"
+    assert message.tag == "app"
+    assert message.events == [(1700000000.25, {"log": "hi"})]
+    assert message.chunk == "abc"
+
+
+def test_forward_mode_integer_and_float_times_without_option() -> None:
+    wire = packb(["app", [[1700000000, {"a": 1}], [1700000001.5, {"b": 2}]]])
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.mode == "forward"
+    assert message.events == [(1700000000.0, {"a": 1}), (1700000001.5, {"b": 2})]
+    assert message.chunk is None
+
+
+def entries_stream(count: int) -> bytes:
+    return b"".join(packb([EventTime(1700000000 + i, 0), {"n": i}]) for i in range(count))
+
+
+@pytest.mark.parametrize("as_str", [False, True])
+def test_packed_forward_bin_and_str(as_str: bool) -> None:
+    stream = entries_stream(3)
+    # Fluentd's out_forward sends the stream as msgpack str holding binary.
+    payload: Any = stream.decode("utf-8", "surrogateescape") if as_str else stream
+    packer = msgpack.Packer(use_bin_type=True, unicode_errors="surrogateescape")
+    wire = packer.pack(["app", payload, {"chunk": "c1", "size": 3}])
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.mode == "packed_forward"
+    assert [record["n"] for _, record in message.events] == [0, 1, 2]
+
+
+def test_compressed_packed_forward_with_concatenated_gzip_members() -> None:
+    stream = entries_stream(4)
+    payload = gzip.compress(stream[:20]) + gzip.compress(stream[20:])
+    wire = packb(["app", payload, {"compressed": "gzip", "chunk": "z"}])
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.mode == "compressed_packed_forward"
+    assert [record["n"] for _, record in message.events] == [0, 1, 2, 3]
+
+
+def test_gzip_bomb_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fp, "MAX_DECOMPRESSED_BYTES", 1000)
+    payload = gzip.compress(packb([1, {"x": "a" * 5000}]))
+    with pytest.raises(fp.ForwardProtocolError, match="limit"):
+        fp.decode_message(["app", payload, {"compressed": "gzip"}])
+
+
+def test_nil_is_a_heartbeat() -> None:
+    assert isinstance(fp.decode_message(unpack_one(b"\xc0")), fp.Heartbeat)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        42,
+        ["only-a-tag"],
+        [1, 2, {}],
+        ["tag", 1700000000],
+        ["tag", 1700000000, "not a map"],
+        ["tag", [[1, 2, 3]]],
+        ["tag", [[1, {}]], "not an option map"],
+        ["tag", 1, {}, {"chunk": 5}],
+        ["tag", "x", {}],
+        ["tag", True, {}],
+        ["tag", b"\x93\x01\x02", {"compressed": "gzip"}],
+    ],
+)
+def test_values_that_are_not_forward_messages(value: Any) -> None:
+    with pytest.raises(fp.ForwardProtocolError):
+        fp.decode_message(value)
+
+
+def test_event_time_must_be_eight_bytes_of_ext_zero() -> None:
+    assert fp.event_time(msgpack.ExtType(0, struct.pack(">II", 5, 500_000_000))) == 5.5
+    with pytest.raises(fp.ForwardProtocolError):
+        fp.event_time(msgpack.ExtType(1, b"12345678"))
+    with pytest.raises(fp.ForwardProtocolError):
+        fp.event_time(msgpack.ExtType(0, b"1234"))
+
+
+def test_invalid_utf8_survives_the_unpacker_as_surrogates() -> None:
+    wire = b"\x93\xa3app\x01\x81\xa3log\xa2\xff\xfe"
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.events[0][1]["log"] == "\udcff\udcfe"
+
+
+def test_packed_forward_encoding_round_trips_through_the_decoder() -> None:
+    time = fp.rfc3339_to_event_time("2026-11-26T10:00:00.123456Z", fallback=0.0)
+    wire = fp.encode_packed_forward("out", [(time, {"message": "m"})], "chunk-1")
+    message = fp.decode_message(unpack_one(wire))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.chunk == "chunk-1"
+    stamp, record = message.events[0]
+    assert record == {"message": "m"}
+    assert stamp == pytest.approx(1795687200.123456, abs=1e-6)
+
+
+def test_unreadable_timestamp_falls_back() -> None:
+    time = fp.rfc3339_to_event_time("yesterday", fallback=12.5)
+    assert fp.event_time(time) == 12.5
+
+
+def test_ack_answers_the_chunk_it_was_given() -> None:
+    chunk = fp.new_chunk_id()
+    assert fp.is_ack_for(unpack_one(fp.encode_ack(chunk)), chunk)
+    assert not fp.is_ack_for(unpack_one(fp.encode_ack("other")), chunk)
+
+
+def test_handshake_accepts_the_right_key_and_refuses_a_wrong_one() -> None:
+    nonce = b"n" * 16
+    helo = unpack_one(fp.encode_helo(nonce))
+    assert fp.decode_helo(helo) == nonce
+    ping, salt = fp.encode_ping("client.example", nonce, "secret")
+    check = fp.check_ping(unpack_one(ping), nonce, "secret")
+    assert check.ok
+    pong = unpack_one(fp.encode_pong(check, "server.example", nonce, "secret"))
+    fp.check_pong(pong, salt, nonce, "secret")
+
+    wrong = fp.check_ping(unpack_one(ping), nonce, "other-key")
+    assert not wrong.ok
+    refused = unpack_one(fp.encode_pong(wrong, "server.example", nonce, "other-key"))
+    with pytest.raises(fp.ForwardProtocolError, match="refused"):
+        fp.check_pong(refused, salt, nonce, "secret")
+
+
+def test_a_server_that_does_not_know_the_key_is_detected() -> None:
+    nonce = b"n" * 16
+    ping, salt = fp.encode_ping("client", nonce, "secret")
+    check = fp.check_ping(unpack_one(ping), nonce, "secret")
+    impostor = unpack_one(fp.encode_pong(check, "server", nonce, "guess"))
+    with pytest.raises(fp.ForwardProtocolError, match="digest"):
+        fp.check_pong(impostor, salt, nonce, "secret")

@@ -1,0 +1,62 @@
+"""Splitting byte streams into lines: carries, offsets, CRLF, invalid UTF-8, long lines."""
+
+from __future__ import annotations
+
+from prometheus_client import generate_latest
+from support import metric_value
+
+from sidecars.logs.sources.lines import LineSplitter
+from sidecars.observability import REGISTRY
+
+
+def invalid_utf8_count() -> float:
+    return metric_value(
+        generate_latest(REGISTRY).decode(),
+        "logadapter_input_errors_total",
+        input="stdin",
+        kind="invalid_utf8",
+    )
+
+
+def test_text_waits_for_the_newline_across_chunks() -> None:
+    splitter = LineSplitter(100, "stdin")
+    assert splitter.split_text(b"one\ntw") == ["one"]
+    assert splitter.split_text(b"o\r\nthree\n\n") == ["two", "three", ""]
+    assert splitter.finish() is None
+
+
+def test_finish_returns_an_unterminated_last_line() -> None:
+    splitter = LineSplitter(100, "stdin")
+    assert splitter.split_text(b"a\nlast") == ["a"]
+    assert splitter.finish() == (2, "last")
+
+
+def test_offsets_are_byte_offsets_of_line_starts() -> None:
+    splitter = LineSplitter(100, "tail", position=10)
+    assert splitter.split_with_offsets("é1\nx".encode()) == [(10, "é1")]
+    assert splitter.position == 14
+    assert splitter.read_position == 15
+    assert splitter.split_with_offsets(b"y\r\nz\n") == [(14, "xy"), (18, "z")]
+    assert splitter.position == 20
+
+
+def test_invalid_utf8_is_replaced_and_counted() -> None:
+    before = invalid_utf8_count()
+    splitter = LineSplitter(100, "stdin")
+    assert splitter.split_text(b"ok \xff\xfe\n") == ["ok \ufffd\ufffd"]
+    assert invalid_utf8_count() == before + 1
+
+
+def test_a_line_past_the_limit_is_cut_and_the_rest_skipped() -> None:
+    splitter = LineSplitter(8, "tail")
+    assert splitter.split_with_offsets(b"ok\n" + b"x" * 20) == [(0, "ok"), (3, "x" * 9)]
+    assert splitter.split_with_offsets(b"y" * 50) == []
+    assert splitter.split_with_offsets(b"yy\nnext\n") == [(76, "next")]
+    assert splitter.position == 81
+
+
+def test_memory_stays_bounded_whatever_arrives() -> None:
+    splitter = LineSplitter(1000, "stdin")
+    for _ in range(100):
+        splitter.split_text(b"z" * 4096)
+    assert splitter.read_position - splitter.position <= 1001

@@ -1,0 +1,63 @@
+"""RFC 6587 framing: octet counting and newline framing, chosen from the first byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from sidecars.logs.sources.syslog import SyslogFramer, SyslogFramingError, message_text
+
+
+def test_octet_counting_across_chunk_boundaries() -> None:
+    framer = SyslogFramer(1000)
+    assert framer.feed(b"1") == []
+    assert framer.feed(b"3 <13>hello w") == []
+    assert framer.feed(b"o") == []
+    assert framer.feed(b"r3 <1") == [b"<13>hello wor"]
+    assert framer.feed(b">") == [b"<1>"]
+
+
+def test_octet_counting_frames() -> None:
+    framer = SyslogFramer(1000)
+    messages = framer.feed(b"5 <1>ab6 <2>cde\n7 <3>f g")
+    assert framer.mode == "octet_counting"
+    assert messages == [b"<1>ab", b"<2>cde"]
+    assert framer.feed(b"h") == [b"<3>f gh"]
+
+
+def test_message_containing_newlines_is_kept_whole() -> None:
+    framer = SyslogFramer(1000)
+    assert framer.feed(b"8 <1>a\nb\nc") == [b"<1>a\nb\nc"]
+
+
+def test_newline_framing_detected_from_a_pri() -> None:
+    framer = SyslogFramer(1000)
+    assert framer.feed(b"<13>one\n<13>tw") == [b"<13>one"]
+    assert framer.mode == "newline"
+    assert framer.feed(b"o\n\n") == [b"<13>two"]
+
+
+def test_oversized_octet_counted_message_is_cut_and_the_rest_skipped() -> None:
+    framer = SyslogFramer(4)
+    assert framer.feed(b"10 0123456789") == [b"01234"]
+    assert framer.feed(b"3 abc") == [b"abc"]
+
+
+def test_oversized_message_skipped_across_chunks() -> None:
+    framer = SyslogFramer(4)
+    assert framer.feed(b"10 0123") == []
+    assert framer.feed(b"4") == [b"01234"]
+    assert framer.feed(b"567") == []
+    assert framer.feed(b"89") == []
+    assert framer.feed(b"1 x") == [b"x"]
+
+
+@pytest.mark.parametrize("garbage", [b"12x <1>a", b"99999999999 a", b"012 abc"])
+def test_bad_octet_counts_are_framing_errors(garbage: bytes) -> None:
+    framer = SyslogFramer(1000)
+    with pytest.raises(SyslogFramingError):
+        framer.feed(garbage)
+
+
+def test_message_text_strips_trailers_and_repairs_utf8() -> None:
+    assert message_text(b"<13>hi\r\n\x00") == "<13>hi"
+    assert message_text(b"<13>\xff") == "<13>\ufffd"
