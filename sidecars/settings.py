@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 from sidecars import envparse as p
 from sidecars.envparse import ConfigError, EnvReader, HostPort
+from sidecars.logs.redact import check_spec as check_redact_spec
 
 SidecarName = Literal["breaker", "ambassador", "log-adapter"]
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -432,7 +433,7 @@ def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
             reader.fail("LOGADAPTER_FORMAT", log_format, "regex:<pattern with named groups>")
     elif log_format not in known_formats:
         reader.fail("LOGADAPTER_FORMAT", log_format, ", ".join(known_formats) + ", regex:...")
-    redact = reader.get("REDACT", str.strip, "default")
+    redact = reader.get("REDACT", check_redact_spec, "default")
     tail_paths: tuple[str, ...] = reader.get("TAIL_PATHS", p.comma_list, ())
     if "tail" in inputs and not tail_paths:
         reader.problems.append(

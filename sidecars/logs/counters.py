@@ -1,0 +1,68 @@
+"""The processor's counters: kept in plain dicts while a batch is processed, then added to
+the Prometheus metrics once per call (a few ``inc`` per batch, none per line), and kept as
+totals for /status."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+from sidecars import observability
+
+_LOG_EVERY = 60.0
+_log = observability.get_logger("sidecars.logs.processor")
+
+
+class ProcessingCounters:
+    """Formats seen, redactions per rule, truncations per reason, multi-line groups."""
+
+    def __init__(self, line_limit: int, group_limit: int) -> None:
+        self.formats: dict[str, int] = {}
+        self.truncated: dict[str, int] = {}
+        self.groups = 0
+        self.totals: dict[str, dict[str, int]] = {
+            "formats": {},
+            "redactions": {},
+            "truncated": {},
+            "multiline_groups": {"total": 0},
+        }
+        self._limits = {"max_line_bytes": line_limit, "multiline_max_bytes": group_limit}
+        self._logged: dict[str, float] = {}
+
+    def publish(self, redactions: dict[str, int], now: float) -> None:
+        """Add this call's counts to the metrics and totals; ``redactions`` (the redactor's
+        counts) is emptied like the others."""
+        totals = self.totals
+        if self.formats:
+            self._add(observability.LOG_RECORDS_FORMAT, self.formats, totals["formats"])
+        if redactions:
+            self._add(observability.LOG_REDACTIONS, redactions, totals["redactions"])
+        if self.truncated:
+            for reason, count in self.truncated.items():
+                self._log_rarely(reason, count, now)
+            self._add(observability.LOG_TRUNCATED, self.truncated, totals["truncated"])
+        if self.groups:
+            observability.LOG_MULTILINE_GROUPS.inc(self.groups)
+            totals["multiline_groups"]["total"] += self.groups
+            self.groups = 0
+
+    @staticmethod
+    def _add(
+        metric: Counter, counts: dict[str, int], totals: dict[str, int]
+    ) -> None:
+        for label, count in counts.items():
+            metric.labels(label).inc(count)
+            totals[label] = totals.get(label, 0) + count
+        counts.clear()
+
+    def _log_rarely(self, reason: str, count: int, now: float) -> None:
+        """Truncation is bad input: logged, but at most once a minute per reason."""
+        last = self._logged.get(reason)
+        if last is None or now - last >= _LOG_EVERY:
+            self._logged[reason] = now
+            _log.warning(
+                "log_records_truncated",
+                reason=reason,
+                count=count,
+                limit_bytes=self._limits[reason],
+                total=self.totals["truncated"].get(reason, 0) + count,
+            )
