@@ -15,6 +15,8 @@ from sidecars.observability import REGISTRY, get_logger
 from sidecars.runtime import Lifecycle
 
 Action = Callable[[], Awaitable[Mapping[str, Any]]]
+# An action that reads the request's query string (e.g. ``?route=payments``).
+QueryAction = Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]
 log = get_logger("sidecars.admin")
 
 
@@ -24,13 +26,23 @@ def _json(data: Any, status: int = 200) -> web.Response:
     )
 
 
+def not_found(detail: str) -> web.HTTPNotFound:
+    """For an action to raise when its query names something that does not exist."""
+    return web.HTTPNotFound(
+        body=orjson.dumps({"error": "not_found", "detail": detail}),
+        content_type="application/json",
+    )
+
+
 def build_app(
     lifecycle: Lifecycle,
     status: Callable[[], Mapping[str, Any]],
     actions: Mapping[str, Action],
     token: str | None,
+    query_actions: Mapping[str, QueryAction] | None = None,
 ) -> web.Application:
-    """``actions`` maps a path (``/breaker/open``) to a coroutine run on an authorised POST."""
+    """``actions`` maps a path (``/breaker/open``) to a coroutine run on an authorised POST;
+    ``query_actions`` the same for coroutines given the request's query parameters."""
 
     async def healthz(_: web.Request) -> web.Response:
         return _json({"status": "alive"})
@@ -46,7 +58,9 @@ def build_app(
     async def status_view(_: web.Request) -> web.Response:
         return _json({"state": lifecycle.state, **status()})
 
-    def guarded(path: str, action: Action) -> Callable[[web.Request], Awaitable[web.Response]]:
+    def guarded(
+        path: str, action: QueryAction
+    ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def handler(request: web.Request) -> web.Response:
             if token is None:
                 log.warn("admin_action_refused", path=path, reason="no_token_configured")
@@ -57,7 +71,7 @@ def build_app(
                 log.warn("admin_action_refused", path=path, reason="bad_token",
                          remote=request.remote)
                 return _json({"error": "unauthorized", "detail": "Bearer token required"}, 401)
-            result = await action()
+            result = await action(request.query)
             log.info("admin_action", path=path, remote=request.remote)
             return _json(result)
 
@@ -69,8 +83,17 @@ def build_app(
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/status", status_view)
     for path, action in actions.items():
-        app.router.add_post(path, guarded(path, action))
+        app.router.add_post(path, guarded(path, _ignoring_query(action)))
+    for path, query_action in (query_actions or {}).items():
+        app.router.add_post(path, guarded(path, query_action))
     return app
+
+
+def _ignoring_query(action: Action) -> QueryAction:
+    async def run(_: Mapping[str, str]) -> Mapping[str, Any]:
+        return await action()
+
+    return run
 
 
 async def start(app: web.Application, listen: HostPort) -> web.AppRunner:

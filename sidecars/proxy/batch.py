@@ -1,0 +1,80 @@
+"""Work deferred to the end of the current event loop iteration.
+
+A loop iteration of a busy proxy answers many requests; per-request bookkeeping that need not
+be instant (Prometheus updates, access log writes) is collected and done once per iteration.
+Everything deferred runs before the loop polls for new I/O again, so a scrape or a log reader
+that asks after an answer went out sees that answer counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+
+class EndOfIteration:
+    __slots__ = ("_loop", "_pending")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[Callable[[], None]] = []
+
+    def defer(self, flush: Callable[[], None]) -> None:
+        """Run ``flush`` once at the end of this iteration; callers defer once per batch."""
+        if not self._pending:
+            self._loop.call_soon(self._run)
+        self._pending.append(flush)
+
+    def _run(self) -> None:
+        pending = self._pending
+        self._pending = []
+        for flush in pending:
+            flush()
+
+
+_WRITE, _CLOSE, _WRITE_EOF = range(3)
+
+
+class Outbox:
+    """Socket writes made at the end of the loop iteration instead of at once.
+
+    Each write to a socket wakes its reader (nginx, the client); done in the middle of an
+    iteration, that wake-up often preempts the proxy before it has handled the other events
+    it already has, costing a context switch per request. Collected, the writes of an
+    iteration go out back to back. Closing and half-closing go through the outbox too, so
+    they happen after the writes queued before them.
+    """
+
+    __slots__ = ("_end_of_iteration", "_queue")
+
+    def __init__(self, end_of_iteration: EndOfIteration) -> None:
+        self._end_of_iteration = end_of_iteration
+        self._queue: list[tuple[asyncio.WriteTransport, int, bytes]] = []
+
+    def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
+        if not self._queue:
+            self._end_of_iteration.defer(self._flush)
+        self._queue.append((transport, _WRITE, data))
+
+    def close(self, transport: asyncio.WriteTransport) -> None:
+        if not self._queue:
+            self._end_of_iteration.defer(self._flush)
+        self._queue.append((transport, _CLOSE, b""))
+
+    def write_eof(self, transport: asyncio.WriteTransport) -> None:
+        if not self._queue:
+            self._end_of_iteration.defer(self._flush)
+        self._queue.append((transport, _WRITE_EOF, b""))
+
+    def _flush(self) -> None:
+        queue = self._queue
+        self._queue = []
+        for transport, action, data in queue:
+            if transport.is_closing():
+                continue  # aborted meanwhile: what it still had to say is dropped
+            if action == _WRITE:
+                transport.write(data)
+            elif action == _CLOSE:
+                transport.close()
+            elif transport.can_write_eof():
+                transport.write_eof()

@@ -1,0 +1,528 @@
+"""The downstream side: one client connection, its requests parsed by llhttp (httptools).
+
+Shaped like uvicorn's ``httptools_impl``: llhttp calls back per head element, the head becomes
+a ``RequestHead`` and an ``Exchange`` runs it. Pipelined requests are answered in order: the
+ones behind the active exchange wait in a queue and reading pauses until they are served.
+Writes are collected per read from either side and handed to the outbox, so a response head
+and its first body bytes leave in one send, at the end of the loop iteration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, cast
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserInvalidMethodError,
+    HttpParserUpgrade,
+    HttpRequestParser,
+)
+
+from sidecars.proxy import errors
+from sidecars.proxy import headers as h
+from sidecars.proxy.errors import SidecarError, bad_request
+from sidecars.proxy.exchange import NEW, Exchange
+from sidecars.proxy.request import RequestHead
+from sidecars.proxy.timer import DeadlineTimer
+
+if TYPE_CHECKING:
+    from sidecars.proxy.route import Route
+    from sidecars.proxy.upstream import UpstreamConnection
+
+# llhttp's error texts -> the reason counted in sidecar_bad_requests_total.
+_PARSE_ERRORS = (
+    ("Transfer-Encoding can't be present with Content-Length", "content_length_and_chunked"),
+    ("Content-Length", "invalid_content_length"),
+    ("Transfer-Encoding", "invalid_transfer_encoding"),
+    ("whitespace after header value", "obs_fold"),
+    ("header token", "invalid_header_name"),
+    ("header value char", "invalid_header_value"),
+    ("chunk", "invalid_chunked_body"),
+    ("Pause on PRI", "http2_preface"),
+)
+_TLS_RECORD = 0x16  # first byte of a TLS ClientHello
+# How long a refused client may go on sending before the connection is closed (nginx's
+# lingering_time is 30 s; a refusal only needs the answer to arrive first).
+_LINGER = 2.0
+
+
+def parse_error(error: HttpParserError, data: bytes) -> SidecarError:
+    """The answer to input llhttp refused."""
+    message = str(error)
+    if isinstance(error, HttpParserInvalidMethodError):
+        if data[:1] == bytes([_TLS_RECORD]):
+            return bad_request("tls_on_plain_port", "TLS sent to a plain HTTP port")
+        return bad_request("invalid_method", "not an HTTP/1.1 request")
+    for fragment, reason in _PARSE_ERRORS:
+        if fragment in message:
+            return bad_request(reason, message)
+    return bad_request("malformed", message)
+
+
+class ClientConnection(asyncio.Protocol):
+    # Why reading is paused (a bit each): resumed only when no reason is left.
+    PAUSED_BY_UPSTREAM = 1  # the upstream is not taking the request body fast enough
+    PAUSED_BY_BODY = 2  # the body passed the replay limit while no connection was ready
+    PAUSED_BY_PIPELINE = 4  # requests are waiting behind the active one
+    PAUSED_BY_UPGRADE = 8  # an Upgrade request waits for the upstream's 101
+    PAUSED_FOR_GOOD = 16  # input refused: nothing more is read
+
+    __slots__ = (
+        "_head",
+        "_head_bytes",
+        "_head_started",
+        "_idle_limit",
+        "_idle_since",
+        "_in_head",
+        "_lingering",
+        "_out",
+        "_parser",
+        "_paused",
+        "_queue",
+        "_reads",
+        "_reads_checked",
+        "_receiving",
+        "_starting",
+        "_timer",
+        "_upgrade_buffer",
+        "active",
+        "close_after",
+        "closed",
+        "closing",
+        "draining",
+        "loop",
+        "peer",
+        "remote_addr",
+        "route",
+        "transport",
+        "tunnel",
+        "write_paused",
+    )
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.loop = route.loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = HttpRequestParser(self)
+        self._timer = DeadlineTimer(self.loop, self._on_timer)
+        self.peer = b""
+        self.remote_addr = ""
+        self._head: RequestHead | None = None
+        self._in_head = False
+        self._head_started = 0.0
+        self._head_bytes = 0
+        self._receiving: Exchange | None = None
+        self._starting: Exchange | None = None
+        self.active: Exchange | None = None
+        self._queue: deque[Exchange] = deque()
+        self._out: list[bytes] = []
+        self._paused = 0
+        self._reads = 0  # a count, not a time: checking the clock per read costs more
+        self._reads_checked = 0
+        self._idle_since = 0.0
+        self._idle_limit = route.header_timeout
+        self._upgrade_buffer: bytearray | None = None
+        self._lingering = False
+        self.tunnel: UpstreamConnection | None = None
+        self.write_paused = False
+        self.close_after = False
+        self.draining = False
+        self.closing = False
+        self.closed = False
+
+    # -- used by exchanges ------------------------------------------------------------------
+
+    def send(self, data: bytes) -> None:
+        self._out.append(data)
+
+    def flush(self) -> None:
+        out = self._out
+        if out and not self.closing:
+            assert self.transport is not None
+            self.route.outbox.write(self.transport, out[0] if len(out) == 1 else b"".join(out))
+        out.clear()
+
+    def pause_reading(self, reason: int) -> None:
+        if not self._paused and not self.closed:
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._paused |= reason
+
+    def resume_reading(self, reason: int) -> None:
+        if self._paused & reason:
+            self._paused &= ~reason
+            if not self._paused and not self.closed:
+                assert self.transport is not None
+                self.transport.resume_reading()
+
+    def abort(self) -> None:
+        """Cut the connection mid-response (what was sent so far still goes out)."""
+        self.flush()
+        self._close()
+
+    def on_exchange_done(self, exchange: Exchange) -> None:
+        if self.closed:
+            return
+        self.active = None
+        self.flush()
+        if self.close_after:
+            self._close(
+                linger=not exchange.request_done or bool(self._paused & self.PAUSED_FOR_GOOD)
+            )
+            return
+        if self._queue:
+            self.active = self._queue.popleft()
+            if not self._queue:
+                self.resume_reading(self.PAUSED_BY_PIPELINE)
+            self.loop.call_soon(self._start_next)
+            return
+        if self.draining:
+            self._close()
+            return
+        # The connection's timer is always armed: when it fires it finds the connection idle
+        # and measures from here.
+        self._idle_since = self.loop.time()
+        self._idle_limit = self.route.idle_timeout
+
+    def start_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
+        """Relay raw bytes both ways from now on (after the upstream's 101)."""
+        assert self.transport is not None
+        self.tunnel = conn
+        self._timer.cancel()
+        conn.start_tunnel(self.transport, data)
+        if self._upgrade_buffer:
+            conn.write(bytes(self._upgrade_buffer))
+        self._upgrade_buffer = None
+        self.resume_reading(self.PAUSED_BY_UPGRADE)
+        if self.write_paused:
+            conn.pause_reading()
+
+    def drain(self) -> None:
+        """Stop taking requests: idle connections close now, busy ones after their answer."""
+        self.draining = True
+        if self.active is None and not self._in_head and self.tunnel is None:
+            self._close()
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.remote_addr = str(peer[0]) if peer else ""
+        self.peer = self.remote_addr.encode()
+        route = self.route
+        route.connections.add(self)
+        route.metrics.connections.inc()
+        route.metrics.active_connections.inc()
+        self._idle_since = now = self.loop.time()
+        self._timer.set(now + self._idle_limit)
+
+    def data_received(self, data: bytes) -> None:
+        if self._lingering:
+            return  # what a refused client still sends is read and dropped
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.write(data)
+            return
+        if self._upgrade_buffer is not None:
+            self._upgrade_buffer += data
+            return
+        if self._paused & self.PAUSED_FOR_GOOD:
+            return
+        self._reads += 1
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            self._upgrade_buffer = bytearray(data[upgrade.args[0] :])
+            self.pause_reading(self.PAUSED_BY_UPGRADE)
+            self.close_after = True  # unless the upstream agrees to switch protocols
+        except HttpParserCallbackError as error:
+            raise error.__context__ or error from None
+        except HttpParserError as error:
+            self._refuse(parse_error(error, data))
+        if self._in_head:
+            # A head not complete in one read: now its size and time are watched.
+            if not self._head_started:
+                self._head_started = self.loop.time()
+            self._head_bytes += len(data)
+            if self._head_bytes > self.route.max_header_size:
+                self._refuse(errors.HEAD_TOO_LARGE)
+            else:
+                self._timer.set(self._head_started + self.route.header_timeout)
+        starting = self._starting
+        if starting is not None:
+            self._starting = None
+            starting.start()
+
+    def eof_received(self) -> bool:
+        if self._lingering:
+            return False
+        tunnel = self.tunnel
+        if tunnel is not None:
+            if tunnel.transport is not None and tunnel.transport.can_write_eof():
+                self.route.outbox.write_eof(tunnel.transport)
+                return True
+            return False
+        if self.active is None or self._receiving is not None:
+            return False
+        # The client half-closed after its request: answer, then close.
+        self.close_after = True
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._timer.cancel()
+        route = self.route
+        route.connections.discard(self)
+        route.metrics.active_connections.dec()
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.close()
+            return
+        active = self.active
+        if active is not None:
+            active.on_client_gone()
+        for waiting in self._queue:
+            waiting.on_client_gone()
+        self._queue.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()
+        elif self.active is not None:
+            self.active.on_client_paused()
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+        elif self.active is not None:
+            self.active.on_client_resumed()
+
+    # -- llhttp callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._head_started = 0.0
+        self._head_bytes = 0
+        self._head = RequestHead()
+
+    def on_url(self, url: bytes) -> None:
+        head = self._head
+        assert head is not None
+        head.target += url
+        head.size += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        head = self._head
+        assert head is not None
+        head.size += len(name) + len(value) + 4
+        role = h.REQUEST_ROLES.get(name.lower())
+        if role is None:
+            head.lines.extend((name, b": ", value, b"\r\n"))
+        elif role == h.HOST and head.host is None:
+            head.host = value  # on every request: spared a call
+        elif role != h.DROP:
+            _take_header(head, role, name, value)
+
+    def on_headers_complete(self) -> None:
+        head = self._head
+        assert head is not None
+        self._head = None
+        self._in_head = False
+        if self.closing:
+            return  # bytes behind a request that ended the connection
+        route = self.route
+        parser = self._parser
+        head.method = parser.get_method()
+        head.is_head = head.method == b"HEAD"
+        keep_alive = parser.should_keep_alive()
+        # Only HTTP/1.1 keeps a connection open unasked; get_http_version() formats a string,
+        # a cost worth skipping per request.
+        version = "1.1" if keep_alive and not head.asked_keep_alive else parser.get_http_version()
+        head.http11 = version == "1.1"
+        # HTTP/1.0 keep-alive is not offered: one request per connection for those clients.
+        head.keep_alive = head.http11 and keep_alive and not self.draining
+        if not head.request_id:
+            head.request_id = route.request_ids.next()
+        if head.upgrade is not None and not parser.should_upgrade():
+            head.upgrade = None
+        if head.listed:
+            head.lines = h.without_listed(head.lines, head.listed)
+        target = (
+            head.target
+            if head.target[:1] == b"/"
+            else h.origin_form(head.target, route.local_authorities)
+        )
+        if head.error is not None:
+            pass
+        elif head.size > route.max_header_size:
+            head.error = errors.HEAD_TOO_LARGE
+        elif version not in ("1.1", "1.0"):
+            head.error = bad_request("unsupported_version", f"HTTP/{version} not supported", 505)
+        elif head.method == b"CONNECT":
+            head.error = bad_request(
+                "connect_refused", "CONNECT refused: this sidecar is not an open proxy", 405
+            )
+        elif target is None:
+            head.error = bad_request(
+                "foreign_absolute_uri", "request for another host: not an open proxy"
+            )
+        elif head.http11 and head.host is None:
+            head.error = bad_request("missing_host", "HTTP/1.1 request without Host")
+        elif (
+            route.max_body is not None
+            and head.content_length is not None
+            and head.content_length > route.max_body
+        ):
+            head.error = errors.BODY_TOO_LARGE
+        if target is not None:
+            head.target = target
+        exchange = Exchange(self, route, head)
+        self._receiving = exchange
+        if self.active is None:
+            self.active = self._starting = exchange
+        else:
+            self._queue.append(exchange)
+            self.pause_reading(self.PAUSED_BY_PIPELINE)
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self._receiving
+        if exchange is not None:
+            exchange.on_request_body(body)
+
+    def on_message_complete(self) -> None:
+        exchange = self._receiving
+        if exchange is not None:
+            self._receiving = None
+            exchange.on_request_end()
+
+    # -- refusals and timeouts --------------------------------------------------------------
+
+    def _refuse(self, error: SidecarError) -> None:
+        """Read nothing more; answer ``error`` after the requests already taken, then close."""
+        self.pause_reading(self.PAUSED_FOR_GOOD)
+        self._in_head = False
+        receiving = self._receiving
+        if receiving is not None:
+            # The broken part is a request body: that request gets the answer.
+            self._receiving = None
+            receiving.on_request_failed(error)
+            return
+        head = self._head or RequestHead()
+        self._head = None
+        head.error = error
+        head.keep_alive = False
+        head.request_id = head.request_id or self.route.request_ids.next()
+        exchange = Exchange(self, self.route, head)
+        exchange.request_done = True
+        if self.active is None:
+            self.active = exchange
+            exchange.start()
+        else:
+            self._queue.append(exchange)
+
+    def _start_next(self) -> None:
+        active = self.active
+        if active is not None and active.state == NEW and not self.closed:
+            active.start()
+
+    def _on_timer(self) -> None:
+        if self.closed:
+            return
+        if self._lingering:
+            self.route.outbox.close(self.transport)  # type: ignore[arg-type]
+            return
+        now = self.loop.time()
+        route = self.route
+        if self._in_head:
+            deadline = self._head_started + route.header_timeout
+            if now < deadline:
+                self._timer.set(deadline)
+            else:
+                self._refuse(errors.HEADER_TIMEOUT)
+            return
+        if self.active is None and self._upgrade_buffer is None:
+            # Idle between requests, or a new connection that never spoke: close quietly.
+            deadline = self._idle_since + self._idle_limit
+            if now < deadline:
+                self._timer.set(deadline)
+            else:
+                self._close()
+            return
+        receiving = self._receiving
+        if receiving is not None and receiving is self.active:
+            # A request body on its way: nothing read for a whole idle period is a stall.
+            if self._reads == self._reads_checked:
+                self._refuse(errors.BODY_TIMEOUT)
+                return
+            self._reads_checked = self._reads
+        self._timer.set(now + route.idle_timeout)
+
+    def _close(self, *, linger: bool = False) -> None:
+        """Close after what was written; with ``linger``, the client may still be sending
+        (a refused request): half-close and drop its input for a while instead, since closing
+        on unread input makes the kernel reset the connection and the answer can be lost."""
+        if self.closing or self.transport is None:
+            return
+        self.closing = True
+        self._receiving = None
+        if not linger:
+            self.route.outbox.close(self.transport)
+            return
+        self._lingering = True
+        self.route.outbox.write_eof(self.transport)
+        if self._paused:
+            self._paused = 0
+            self.transport.resume_reading()
+        self._timer.set(self.loop.time() + _LINGER)
+
+
+def _take_header(head: RequestHead, role: int, name: bytes, value: bytes) -> None:
+    """A request header the engine reads (and may rewrite) rather than pass through."""
+    if role == h.HOST:
+        if head.host is not None and head.error is None:
+            head.error = bad_request("duplicate_host", "more than one Host header")
+        head.host = value
+    elif role == h.CONTENT_LENGTH:
+        head.content_length = int(value)  # llhttp checked the digits and duplicates
+    elif role == h.TRANSFER_ENCODING:
+        head.chunked = True
+        if value.strip().lower() != b"chunked" and head.error is None:
+            head.error = bad_request(
+                "invalid_transfer_encoding", "only Transfer-Encoding: chunked is accepted", 501
+            )
+    elif role == h.CONNECTION:
+        if b"keep-alive" in value.lower():
+            head.asked_keep_alive = True
+        if value not in h.PLAIN_CONNECTION:
+            listed = h.connection_listed(value)
+            if listed:
+                head.listed = (head.listed or []) + listed
+    elif role == h.EXPECT:
+        head.expect_continue = value.strip().lower() == b"100-continue"
+    elif role == h.UPGRADE:
+        head.upgrade = value
+    elif role == h.REQUEST_ID:
+        # Kept when it is a sane length; the access log and the upstream see the same value.
+        if 0 < len(value) <= 128:
+            head.request_id = value
+    elif role == h.FORWARDED_FOR:
+        head.forwarded_for = (
+            value if head.forwarded_for is None else head.forwarded_for + b", " + value
+        )
+    elif role == h.FORWARDED_HOST:
+        head.forwarded_host = head.forwarded_host or value
+    elif role == h.FORWARDED_PROTO:
+        head.forwarded_proto = head.forwarded_proto or value
+    elif role == h.IDEMPOTENCY_KEY:
+        head.idempotency_key = True
+        head.lines.extend((name, b": ", value, b"\r\n"))
+    elif role == h.USER_AGENT:
+        head.user_agent = value
+        head.lines.extend((name, b": ", value, b"\r\n"))

@@ -1,0 +1,155 @@
+"""The proxy process: every route's listener, the admin plane, and the drain on stop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sidecars import admin
+from sidecars.observability import get_logger
+from sidecars.proxy.accesslog import AccessLog
+from sidecars.proxy.batch import EndOfIteration
+from sidecars.proxy.client import ClientConnection
+from sidecars.proxy.headers import RequestIds
+from sidecars.proxy.resolver import Resolver
+from sidecars.proxy.route import Route
+from sidecars.proxy.tcp import TcpRelay
+from sidecars.runtime import Lifecycle, wait_drained
+from sidecars.settings import ProxySettings, to_json_dict
+
+if TYPE_CHECKING:
+    from sidecars.proxy.shared_state import SharedCircuitState
+
+log = get_logger("sidecars.proxy")
+
+
+async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
+    loop = asyncio.get_running_loop()
+    end_of_iteration = EndOfIteration(loop)
+    access_log = AccessLog(end_of_iteration, settings.sidecar) if settings.access_log else None
+    resolver = Resolver(loop, settings.dns_ttl)
+    request_ids = RequestIds()
+    routes = [
+        Route(
+            settings,
+            route,
+            loop,
+            resolver=resolver,
+            request_ids=request_ids,
+            access_log=access_log,
+            end_of_iteration=end_of_iteration,
+        )
+        for route in settings.routes
+    ]
+    shared = await _share_breaker_state(settings, routes)
+    servers = [await _listen(loop, route) for route in routes]
+
+    def status() -> Mapping[str, Any]:
+        return {
+            "sidecar": settings.sidecar,
+            "settings": to_json_dict(settings),
+            "routes": {route.name: route.status() for route in routes},
+        }
+
+    app = admin.build_app(
+        lifecycle,
+        status,
+        {},
+        settings.common.admin_token,
+        query_actions={
+            "/breaker/open": _breaker_action(routes, "open"),
+            "/breaker/close": _breaker_action(routes, "close"),
+        },
+    )
+    runner = await admin.start(app, settings.common.admin_listen)
+    lifecycle.serving()
+
+    await lifecycle.stop_requested.wait()
+    # Readiness already answers 503; stop accepting, then let in-flight requests finish.
+    for server in servers:
+        server.close()
+    for route in routes:
+        route.drain()
+    drained = await wait_drained(
+        lambda: sum(route.in_flight for route in routes), settings.common.drain_timeout
+    )
+    log.info("drained", complete=drained, cut=sum(route.in_flight for route in routes))
+    for route in routes:
+        route.close()
+    for state in shared:
+        await state.close()
+    await runner.cleanup()
+    if access_log is not None:
+        access_log.flush()
+
+
+async def _listen(loop: asyncio.AbstractEventLoop, route: Route) -> asyncio.Server:
+    factory: Callable[[], asyncio.Protocol]
+    if route.settings.protocol == "tcp":
+        factory = lambda: TcpRelay(route)  # noqa: E731
+    else:
+        factory = lambda: ClientConnection(route)  # noqa: E731
+    listen = route.settings.listen
+    server = await loop.create_server(
+        factory, listen.host, listen.port, reuse_address=True, backlog=1024
+    )
+    log.info(
+        "listening",
+        route=route.name,
+        address=str(listen),
+        upstream=str(route.settings.upstream),
+        protocol=route.settings.protocol,
+    )
+    return server
+
+
+def _breaker_action(
+    routes: list[Route], action: str
+) -> Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]:
+    """POST /breaker/open|close: every route, or the one named by ``?route=``."""
+
+    async def run(query: Mapping[str, str]) -> Mapping[str, Any]:
+        wanted = query.get("route")
+        chosen = [route for route in routes if wanted is None or route.name == wanted]
+        if not chosen:
+            raise admin.not_found(f"no route named {wanted!r}")
+        states: dict[str, str] = {}
+        for route in chosen:
+            breaker = route.breaker
+            if breaker is None:
+                states[route.name] = "breaker off"
+            elif action == "open":
+                breaker.force_open()
+                states[route.name] = breaker.state
+            else:
+                breaker.force_close()
+                states[route.name] = breaker.state
+        return {"breaker": action, "routes": states}
+
+    return run
+
+
+async def _share_breaker_state(
+    settings: ProxySettings, routes: list[Route]
+) -> list[SharedCircuitState]:
+    """A SharedCircuitState per route with P_STATE_REDIS_URL (never fails start-up); the
+    redis client is imported only then."""
+    states: list[SharedCircuitState] = []
+    for route in routes:
+        url = route.settings.breaker.state_redis_url
+        if not url or route.breaker is None:
+            continue
+        from sidecars.proxy.shared_state import SharedCircuitState  # noqa: PLC0415
+
+        state = SharedCircuitState(
+            route.breaker,
+            url,
+            f"sidecars:{settings.sidecar}:{route.name}",
+            settings.sidecar,
+            route.name,
+        )
+        await state.start()
+        route.shared_state = state
+        states.append(state)
+    return states

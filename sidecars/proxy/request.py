@@ -1,0 +1,91 @@
+"""A parsed client request head: what the engine needs from it, and the lines it forwards."""
+
+from __future__ import annotations
+
+from sidecars.proxy.errors import SidecarError
+
+
+class RequestHead:
+    """Filled by the client protocol's llhttp callbacks, then read by the exchange."""
+
+    __slots__ = (
+        "asked_keep_alive",
+        "chunked",
+        "content_length",
+        "error",
+        "expect_continue",
+        "forwarded_for",
+        "forwarded_host",
+        "forwarded_proto",
+        "host",
+        "http11",
+        "idempotency_key",
+        "is_head",
+        "keep_alive",
+        "lines",
+        "listed",
+        "method",
+        "request_id",
+        "size",
+        "target",
+        "upgrade",
+        "user_agent",
+    )
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.target = b""
+        self.lines: list[bytes] = []  # name, b": ", value, b"\r\n", ... forwarded as they came
+        self.size = 0
+        self.host: bytes | None = None
+        self.listed: list[bytes] | None = None  # header names a Connection header listed
+        self.content_length: int | None = None
+        self.chunked = False
+        self.expect_continue = False
+        self.upgrade: bytes | None = None
+        self.request_id: bytes = b""
+        self.forwarded_for: bytes | None = None
+        self.forwarded_host: bytes | None = None
+        self.forwarded_proto: bytes | None = None
+        self.idempotency_key = False
+        self.user_agent: bytes | None = None
+        self.keep_alive = True
+        self.asked_keep_alive = False  # Connection: keep-alive was sent
+        self.http11 = True
+        self.is_head = False
+        self.error: SidecarError | None = None
+
+    @property
+    def has_body(self) -> bool:
+        return self.chunked or bool(self.content_length)
+
+    def upstream_head(self, path_prefix: bytes, authority: bytes, peer: bytes) -> bytes:
+        """The request head for the upstream without its last line (X-Sidecar-Attempt)."""
+        forwarded_for = peer if self.forwarded_for is None else self.forwarded_for + b", " + peer
+        parts = [
+            self.method,
+            b" ",
+            path_prefix if self.target != b"*" else b"",
+            self.target,
+            b" HTTP/1.1\r\nHost: ",
+            authority,
+            b"\r\n",
+            *self.lines,
+            b"X-Forwarded-For: ",
+            forwarded_for,
+            b"\r\nX-Forwarded-Proto: ",
+            self.forwarded_proto or b"http",
+            b"\r\nX-Request-Id: ",
+            self.request_id,
+            b"\r\n",
+        ]
+        host = self.forwarded_host or self.host
+        if host is not None:
+            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
+        if self.chunked:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
+        elif self.content_length is not None:
+            parts.append(b"Content-Length: %d\r\n" % self.content_length)
+        if self.upgrade is not None:
+            parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
+        return b"".join(parts)

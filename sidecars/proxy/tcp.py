@@ -1,0 +1,277 @@
+"""TCP mode: a byte relay guarded by the breaker, one permit per client connection.
+
+A refused or timed-out dial, or a reset while relaying, is the upstream's failure; a relay
+that ends with either side closing normally is a success. While the circuit is open new
+client connections are closed at once without dialling (or relayed to the fallback).
+Half-close is passed through (``write_eof``), so request/response protocols that signal the
+end of a request by shutting down their write side keep working.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, cast
+
+from sidecars.observability import get_logger
+from sidecars.proxy.pool import ConnectFailure, Dialer
+
+if TYPE_CHECKING:
+    from sidecars.policies.breaker import Permit
+    from sidecars.proxy.route import Route
+
+log = get_logger("sidecars.proxy.tcp")
+
+
+class TcpRelay(asyncio.Protocol):
+    """The client side of one relayed connection."""
+
+    __slots__ = (
+        "_client_eof",
+        "_dial",
+        "_dialled_in",
+        "_early",
+        "_permit",
+        "_started",
+        "_upstream_eof",
+        "bytes_down",
+        "bytes_up",
+        "closed",
+        "route",
+        "transport",
+        "upstream",
+    )
+
+    def __init__(self, route: Route) -> None:
+        self.route = route
+        self.transport: asyncio.Transport | None = None
+        self.upstream: TcpUpstream | None = None
+        self._permit: Permit | None = None
+        self._dial: asyncio.Task[TcpUpstream] | None = None
+        self._started = time.monotonic()
+        self._dialled_in = 0.0
+        self._client_eof = False
+        self._upstream_eof = False
+        self._early = bytearray()  # bytes the client sent before the dial finished
+        self.closed = False
+        self.bytes_up = 0
+        self.bytes_down = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        route = self.route
+        route.connections.add(self)
+        route.in_flight += 1
+        route.metrics.connections.inc()
+        route.metrics.active_connections.inc()
+        dialer = route.pool.dialer
+        breaker = route.breaker
+        if breaker is not None:
+            self._permit = breaker.acquire()
+            if self._permit is None:
+                route.metrics.circuit_rejected()
+                if route.fallback_pool is None:
+                    transport.close()
+                    return
+                route.metrics.fallback_requests.inc()
+                dialer = route.fallback_pool.dialer
+        self._dial = route.loop.create_task(self._connect(dialer))
+        self._dial.add_done_callback(self._dialled)
+
+    async def _connect(self, dialer: Dialer) -> TcpUpstream:
+        return await dialer.dial(lambda: TcpUpstream(self), self.route.connect_timeout)
+
+    def _dialled(self, task: asyncio.Task[TcpUpstream]) -> None:
+        self._dial = None
+        if task.cancelled():
+            return
+        error = task.exception()
+        route = self.route
+        if error is not None:
+            kind = error.kind if isinstance(error, ConnectFailure) else "connect"
+            route.metrics.upstream_errors[kind].inc()
+            route.metrics.attempt_failure.inc()
+            self._record_failure(kind)
+            log.warn("tcp_dial_failed", upstream=route.name, kind=kind, detail=str(error))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        upstream = task.result()
+        self._dialled_in = time.monotonic() - self._started
+        if self.closed:
+            upstream.close()
+            return
+        self.upstream = upstream
+        if self._early:
+            upstream.write(bytes(self._early))
+            self._early.clear()
+        if self._client_eof:
+            upstream.write_eof()
+        assert self.transport is not None
+        self.transport.resume_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.bytes_up += len(data)
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.write(data)
+            return
+        # Still dialling (uvloop reads before a pause in connection_made takes effect): keep
+        # these bytes for the upstream and read no more until it is there.
+        self._early += data
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._client_eof = True
+        upstream = self.upstream
+        if self._dial is not None:
+            return True  # passed on once the dial finished
+        if upstream is None or self._upstream_eof:
+            return False
+        upstream.write_eof()
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        route = self.route
+        route.connections.discard(self)
+        route.in_flight -= 1
+        route.metrics.active_connections.dec()
+        if self._dial is not None:
+            self._dial.cancel()
+            self._dial = None
+        upstream = self.upstream
+        if upstream is not None:
+            upstream.close()
+        elif self._permit is not None and route.breaker is not None:
+            route.breaker.release(self._permit)  # no dial finished: no verdict
+            self._permit = None
+        self._record_success()
+
+    def pause_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # -- driven by the upstream side ----------------------------------------------------------
+
+    def on_upstream_data(self, data: bytes) -> None:
+        if self.transport is not None and not self.closed:
+            self.bytes_down += len(data)
+            self.transport.write(data)
+
+    def on_upstream_eof(self) -> bool:
+        self._upstream_eof = True
+        transport = self.transport
+        if transport is None or self.closed or self._client_eof:
+            return False
+        transport.write_eof()
+        return True
+
+    def on_upstream_closed(self, exc: Exception | None) -> None:
+        self.upstream = None
+        if exc is not None:
+            route = self.route
+            route.metrics.upstream_errors["reset"].inc()
+            route.metrics.attempt_failure.inc()
+            self._record_failure("reset")
+            log.warn("tcp_relay_reset", upstream=route.name, detail=str(exc))
+            if self.transport is not None:
+                self.transport.abort()
+            return
+        self._record_success()
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_client(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_client(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    # -- draining and verdicts ----------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Relays in progress go on until they end or the drain timeout cuts them."""
+
+    def abort(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _record_success(self) -> None:
+        permit = self._permit
+        breaker = self.route.breaker
+        if permit is not None and breaker is not None:
+            self._permit = None
+            # Only the dial can be slow: a long-lived connection is not a slow call.
+            breaker.record_success(permit, self._dialled_in)
+            self.route.metrics.attempt_succeeded()
+
+    def _record_failure(self, kind: str) -> None:
+        permit = self._permit
+        breaker = self.route.breaker
+        if permit is not None and breaker is not None:
+            self._permit = None
+            breaker.record_failure(permit, kind, time.monotonic() - self._started)
+
+
+class TcpUpstream(asyncio.Protocol):
+    """The upstream side of one relayed connection."""
+
+    __slots__ = ("_paused", "client", "transport")
+
+    def __init__(self, client: TcpRelay) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.client.on_upstream_data(data)
+
+    def eof_received(self) -> bool:
+        return self.client.on_upstream_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        self.client.on_upstream_closed(exc)
+
+    def pause_writing(self) -> None:
+        self.client.pause_client()
+
+    def resume_writing(self) -> None:
+        self.client.resume_client()
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None:
+            self.transport.write(data)
+
+    def write_eof(self) -> None:
+        if self.transport is not None and self.transport.can_write_eof():
+            self.transport.write_eof()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self._paused:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and self._paused:
+            self._paused = False
+            self.transport.resume_reading()

@@ -1,0 +1,338 @@
+"""The upstream side of one HTTP/1.1 connection: sends request bytes, parses response heads
+with llhttp (httptools) to judge outcomes, and streams response bodies to its exchange.
+
+A connection serves one exchange at a time (no pipelining towards upstreams) and goes back to
+its pool only when the response ended cleanly with keep-alive and the whole request was sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, cast
+
+from httptools import (
+    HttpParserCallbackError,
+    HttpParserError,
+    HttpParserUpgrade,
+    HttpResponseParser,
+)
+
+from sidecars.proxy import headers as h
+from sidecars.proxy.timer import DeadlineTimer
+
+if TYPE_CHECKING:
+    from sidecars.proxy.exchange import Exchange
+    from sidecars.proxy.pool import ConnectionPool
+
+
+class _HeadResponseEnd(Exception):
+    """Raised from on_headers_complete to stop llhttp after the head of a response to HEAD
+    (httptools cannot tell llhttp that such a response has no body)."""
+
+
+class _OutOfStep(Exception):
+    """A response began where none was asked for (bytes after a complete response)."""
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_interim",
+        "_parser",
+        "chunked",
+        "closed",
+        "content_length",
+        "exchange",
+        "head_bytes",
+        "head_deadline",
+        "head_done",
+        "head_only",
+        "idle_since",
+        "keep_alive",
+        "listed",
+        "loop",
+        "parts",
+        "pool",
+        "pooled",
+        "reading_paused",
+        "reads",
+        "reads_checked",
+        "received",
+        "retry_after",
+        "reused",
+        "status",
+        "timer",
+        "transport",
+        "tunnel",
+        "until_eof",
+        "upgrade",
+    )
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self._parser = HttpResponseParser(self)
+        self.exchange: Exchange | None = None
+        self.timer = DeadlineTimer(self.loop, self._on_timer)
+        self.closed = False
+        self.pooled = False
+        self.reused = False
+        self.idle_since = 0.0
+        self.head_deadline = math.inf
+        self.reads = 0  # a count, not a time: checking the clock per read costs more
+        self.reads_checked = 0
+        self.reading_paused = False
+        self.tunnel: asyncio.Transport | None = None
+        self._reset_response()
+
+    def _reset_response(self, head_only: bool = False) -> None:
+        self.head_bytes = 0
+        self.head_done = False
+        self.received = False
+        self.head_only = head_only
+        self.until_eof = False
+        self._interim = False
+        self.status = 0
+        self.parts: list[bytes] = []  # header name, b": ", value, b"\r\n", ... to relay
+        self.listed: list[bytes] | None = None
+        self.content_length: bytes | None = None
+        self.chunked = False
+        self.keep_alive = True
+        self.retry_after: bytes | None = None
+        self.upgrade: bytes | None = None
+
+    # -- used by the exchange ---------------------------------------------------------------
+
+    def attach(self, exchange: Exchange, head_deadline: float, head_only: bool) -> None:
+        self.exchange = exchange
+        self._reset_response(head_only)
+        self.head_deadline = head_deadline
+        self.timer.set(head_deadline)
+
+    def detach(self) -> None:
+        self.exchange = None
+        self.timer.clear()
+        if self.reading_paused:
+            self.resume_reading()
+
+    def write(self, data: bytes) -> None:
+        if not self.closed:
+            assert self.transport is not None
+            self.pool.outbox.write(self.transport, data)
+
+    def close(self) -> None:
+        """Close once the bytes written so far are out."""
+        self.exchange = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.pool.outbox.close(self.transport)
+            self.pool.forget(self)
+
+    def abort(self) -> None:
+        self.exchange = None
+        if not self.closed and self.transport is not None:
+            self.closed = True
+            self.transport.abort()
+            self.pool.forget(self)
+
+    def pause_reading(self) -> None:
+        if not self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.reading_paused and not self.closed and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def start_tunnel(self, peer: asyncio.Transport, data: bytes) -> None:
+        """After 101 Switching Protocols: relay raw bytes to ``peer`` from now on."""
+        self.exchange = None
+        self.tunnel = peer
+        self.timer.cancel()
+        if data:
+            self.pool.outbox.write(peer, data)
+
+    # -- asyncio.Protocol -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.pool.outbox.write(self.tunnel, data)
+            return
+        exchange = self.exchange
+        if exchange is None:
+            # Bytes on an idle keep-alive connection: not a response to anything we sent.
+            self.close()
+            return
+        self.received = True
+        self.reads += 1
+        if not self.head_done:
+            # llhttp keeps a header it has not seen the end of: an upstream sending an endless
+            # head would grow it without bound.
+            self.head_bytes += len(data)
+            if self.head_bytes > self.pool.max_head_size:
+                self._bad_response(exchange)
+                return
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade as upgrade:
+            if self.exchange is exchange:
+                exchange.on_upstream_upgrade(self, data[upgrade.args[0] :])
+            return
+        except HttpParserCallbackError as error:
+            if isinstance(error.__context__, _HeadResponseEnd):
+                self._parser = HttpResponseParser(self)
+            elif isinstance(error.__context__, _OutOfStep):
+                self._bad_response(exchange)
+                return
+            else:
+                raise
+        except HttpParserError:
+            self._bad_response(exchange)
+            return
+        if self.exchange is exchange:
+            exchange.client.flush()
+
+    def _bad_response(self, exchange: Exchange) -> None:
+        if self.exchange is exchange:
+            exchange.on_upstream_failure(self, "bad_response")
+        else:
+            self.abort()
+
+    def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            if self.tunnel.can_write_eof():
+                self.pool.outbox.write_eof(self.tunnel)
+                return True
+            return False
+        exchange = self.exchange
+        if exchange is not None and self.until_eof and self.head_done:
+            # A response delimited by the connection's end is complete now.
+            self.keep_alive = False
+            exchange.on_response_end(self)
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.timer.cancel()
+        self.pool.forget(self)
+        if self.tunnel is not None:
+            self.pool.outbox.close(self.tunnel)
+            return
+        exchange = self.exchange
+        if exchange is None:
+            return
+        if self.until_eof and self.head_done:
+            self.keep_alive = False
+            exchange.on_response_end(self)
+        else:
+            exchange.on_upstream_failure(self, "reset")
+
+    def pause_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.pause_reading()  # the client's side of the tunnel
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.client.pause_reading(exchange.client.PAUSED_BY_UPSTREAM)
+
+    def resume_writing(self) -> None:
+        if self.tunnel is not None:
+            self.tunnel.resume_reading()
+            return
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.client.resume_reading(exchange.client.PAUSED_BY_UPSTREAM)
+
+    # -- llhttp callbacks -------------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        role = h.RESPONSE_ROLES.get(name.lower())
+        if role is None:
+            self.parts.extend((name, b": ", value, b"\r\n"))
+        elif role == h.CONTENT_LENGTH:
+            self.content_length = value
+        elif role == h.TRANSFER_ENCODING:
+            self.chunked = True
+        elif role == h.RETRY_AFTER:
+            self.retry_after = value
+            self.parts.extend((name, b": ", value, b"\r\n"))
+        elif role == h.CONNECTION:
+            if value not in h.PLAIN_CONNECTION:
+                listed = h.connection_listed(value)
+                if listed:
+                    self.listed = (self.listed or []) + listed
+        elif role == h.UPGRADE:
+            self.upgrade = value
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200 and status != 101:
+            # Interim answers (100 Continue, 103 Early Hints) are not relayed: the sidecar
+            # answers Expect itself, and the final answer follows.
+            self._interim = True
+            self.parts = []
+            self.listed = None
+            self.content_length = None
+            return
+        if self.head_done:
+            raise _OutOfStep  # a second answer to one request
+        exchange = self.exchange
+        assert exchange is not None
+        self.status = status
+        self.head_done = True
+        self.keep_alive = self._parser.should_keep_alive()
+        if self.listed:
+            self.parts = h.without_listed(self.parts, self.listed)
+        no_body = self.head_only or status in (204, 304) or status == 101
+        self.until_eof = not no_body and self.content_length is None and not self.chunked
+        # The head deadline's timer is still armed; when it fires it watches body idleness.
+        exchange.on_response_head(self)
+        if self.head_only and self.exchange is exchange and not self.closed:
+            exchange.on_response_end(self)
+            raise _HeadResponseEnd
+
+    def on_body(self, body: bytes) -> None:
+        exchange = self.exchange
+        if exchange is not None:
+            exchange.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        exchange = self.exchange
+        if exchange is not None and self.status != 101:
+            exchange.on_response_end(self)
+
+    # -- timeouts ---------------------------------------------------------------------------
+
+    def _on_timer(self) -> None:
+        now = self.loop.time()
+        exchange = self.exchange
+        if exchange is None:
+            if self.pooled:
+                expires = self.idle_since + self.pool.idle_timeout
+                if now >= expires:
+                    self.close()
+                else:
+                    self.timer.set(expires)
+            return
+        if not self.head_done:
+            if now >= self.head_deadline:
+                exchange.on_upstream_failure(self, "timeout")
+            else:
+                self.timer.set(self.head_deadline)
+            return
+        # Streaming the body: nothing read for a whole idle period is a stall (unless reading
+        # is paused: then the client is the slow one).
+        if self.reads == self.reads_checked and not self.reading_paused:
+            exchange.on_upstream_failure(self, "timeout")
+        else:
+            self.reads_checked = self.reads
+            self.timer.set(now + self.pool.body_idle_timeout)
