@@ -69,13 +69,13 @@ def run(serve: Callable[[Lifecycle], Awaitable[None]]) -> int:
 
 
 async def wait_drained(
-    in_flight: Callable[[], int], timeout: float, poll: float = 0.02
+    in_flight: Callable[[], int], within: float, poll: float = 0.02
 ) -> bool:
-    """Wait until ``in_flight()`` is zero or ``timeout`` passes; True when drained."""
-    deadline = time.monotonic() + timeout
+    """Wait until ``in_flight()`` is zero or ``within`` seconds pass; True when drained."""
+    deadline = time.monotonic() + within
     while in_flight() > 0:
         if time.monotonic() >= deadline:
-            log.warn("drain_timeout", in_flight=in_flight(), timeout=timeout)
+            log.warn("drain_timeout", in_flight=in_flight(), timeout=within)
             return False
         await asyncio.sleep(poll)
     return True

@@ -75,7 +75,9 @@ def upstream_url(raw: str) -> Upstream:
         parts = urlsplit(text)
         port = parts.port
     except ValueError:
-        raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
+        raise ValueError(
+            "a URL http://host:port[/prefix], https://host[:port] or tcp://host:port"
+        ) from None
     if parts.scheme not in ("http", "https", "tcp") or not parts.hostname:
         raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
     if parts.username or parts.query or parts.fragment:

@@ -117,12 +117,12 @@ class Sidecar:
             time.sleep(0.02)  # polling interval, not a readiness guess
         return self
 
-    async def wait_ready(self, timeout: float = 15.0) -> Sidecar:
-        deadline = time.monotonic() + timeout
+    async def wait_ready(self, within: float = 15.0) -> Sidecar:
+        deadline = time.monotonic() + within
         while not await asyncio.to_thread(self._ready_once):
             self._check_alive()
             if time.monotonic() > deadline:
-                raise AssertionError(f"not ready after {timeout}s\n{self.stdout_text()}")
+                raise AssertionError(f"not ready after {within}s\n{self.stdout_text()}")
             await asyncio.sleep(0.02)
         return self
 

@@ -109,8 +109,10 @@ class LogAdapter:
         self._failed_outputs: list[str] = []
 
     async def run(self) -> None:
-        app = admin.build_app(self.lifecycle, self.status, {}, self.settings.common.admin_token)
-        runner = await admin.start(app, self.settings.common.admin_listen)
+        admin_server = admin.AdminServer(
+            self.lifecycle, self.status, {}, self.settings.common.admin_token
+        )
+        await admin_server.start(self.settings.common.admin_listen)
         maintenance: asyncio.Task[None] | None = None
         try:
             for source in self.sources:
@@ -129,7 +131,7 @@ class LogAdapter:
         finally:
             if maintenance is not None:
                 maintenance.cancel()
-            await runner.cleanup()
+            await admin_server.close()
         if self._failed_outputs:
             raise OutputFailed(f"outputs failed: {', '.join(self._failed_outputs)}")
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from sidecars import admin
@@ -52,17 +52,16 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             "routes": {route.name: route.status() for route in routes},
         }
 
-    app = admin.build_app(
+    admin_server = admin.AdminServer(
         lifecycle,
         status,
-        {},
-        settings.common.admin_token,
-        query_actions={
+        {
             "/breaker/open": _breaker_action(routes, "open"),
             "/breaker/close": _breaker_action(routes, "close"),
         },
+        settings.common.admin_token,
     )
-    runner = await admin.start(app, settings.common.admin_listen)
+    await admin_server.start(settings.common.admin_listen)
     lifecycle.serving()
 
     await lifecycle.stop_requested.wait()
@@ -79,7 +78,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
         route.close()
     for state in shared:
         await state.close()
-    await runner.cleanup()
+    await admin_server.close()
     if access_log is not None:
         access_log.flush()
 
@@ -104,16 +103,14 @@ async def _listen(loop: asyncio.AbstractEventLoop, route: Route) -> asyncio.Serv
     return server
 
 
-def _breaker_action(
-    routes: list[Route], action: str
-) -> Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]:
+def _breaker_action(routes: list[Route], action: str) -> admin.Action:
     """POST /breaker/open|close: every route, or the one named by ``?route=``."""
 
     async def run(query: Mapping[str, str]) -> Mapping[str, Any]:
         wanted = query.get("route")
         chosen = [route for route in routes if wanted is None or route.name == wanted]
         if not chosen:
-            raise admin.not_found(f"no route named {wanted!r}")
+            raise admin.AdminError(404, "not_found", f"no route named {wanted!r}")
         states: dict[str, str] = {}
         for route in chosen:
             breaker = route.breaker

@@ -6,12 +6,14 @@ import subprocess
 import sys
 
 import pytest
+from support import free_port
 
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "sidecars", *args],
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env},
+        check=False,
         capture_output=True,
         text=True,
         timeout=30,
@@ -69,8 +71,6 @@ def test_unknown_command_is_a_usage_error() -> None:
 
 
 def test_health_reports_failure_when_nothing_listens() -> None:
-    from support import free_port
-
     port = free_port()
     result = run(
         ["health", "breaker"],
