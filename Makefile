@@ -12,7 +12,7 @@ DEMO_SECONDS ?= 60
 VERSION      ?= $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
 IMAGES       := circuit-breaker ambassador log-adapter examples
 
-.PHONY: install deps demo test lint images bench $(addprefix image-,$(IMAGES))
+.PHONY: install deps demo test lint images bench bench-quick $(addprefix image-,$(IMAGES))
 
 install:
 	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
@@ -28,7 +28,7 @@ test: deps
 
 lint:
 	ruff check sidecars tests bench examples
-	mypy sidecars
+	mypy
 	cd examples && mypy --strict -p apps
 	hadolint images/Dockerfile
 
@@ -40,3 +40,7 @@ $(addprefix image-,$(IMAGES)): image-%:
 bench:
 	$(PYTHON) -m bench.proxy $(BENCH_FLAGS)
 	$(PYTHON) -m bench.logs $(BENCH_FLAGS)
+
+bench-quick:
+	$(PYTHON) -m bench.proxy --quick
+	$(PYTHON) -m bench.logs --quick
