@@ -115,6 +115,9 @@ class CircuitBreaker:
         self._trial_permit_ttl = trial_permit_ttl
         self._failure_statuses = settings.failure_statuses
         self._slow_call = settings.slow_call
+        # Whether a call's duration can change its verdict (a slow-call limit is set): when
+        # not, callers may pass any ``elapsed`` to record_success and spare reading a clock.
+        self.times_calls = settings.slow_call is not None
         self._ratio = settings.failure_ratio
         self._requests = SlidingCounter(settings.window, window_buckets, clock)
         self._failures = SlidingCounter(settings.window, window_buckets, clock)
@@ -125,6 +128,7 @@ class CircuitBreaker:
         self._open_for = settings.open_seconds
         self._trials: list[Permit] = []
         self._trials_expired = 0
+        self._failing = False  # pybreaker's failure counter is above zero
         self._last_failure: str | None = None
         self._reason = "forced"
         self._publish = True
@@ -171,11 +175,15 @@ class CircuitBreaker:
     def retry_after(self) -> float:
         """Seconds until the circuit half-opens; 0 when it is not open. A forced-open circuit
         never half-opens on its own: callers are told to come back after one open period."""
-        if self.state != "open":
+        if self._state != "open":
             return 0.0
         if self._forced:
             return self.settings.open_seconds
-        return max(0.0, self._opened_at + self._open_for - self._clock())
+        left = self._opened_at + self._open_for - self._clock()
+        if left <= 0.0:
+            self._end_open_period_if_due()  # as reading ``state`` would
+            return 0.0
+        return left
 
     def is_failure_status(self, status: int) -> bool:
         return status in self._failure_statuses
@@ -195,7 +203,9 @@ class CircuitBreaker:
             if self._storage.success_counter >= self.settings.half_open_requests:
                 self._transition("closed", "trials_succeeded")
             return
-        self._storage.reset_counter()
+        if self._failing:
+            self._failing = False
+            self._storage.reset_counter()
         self._unshared_failures = 0
         self._unshared_reset = True
         self._requests.add()
@@ -215,6 +225,7 @@ class CircuitBreaker:
             self._transition("open", "trial_failed")
             return
         self._storage.increment_counter()
+        self._failing = True
         self._unshared_failures += 1
         self._requests.add()
         self._failures.add()
@@ -359,6 +370,7 @@ class CircuitBreaker:
             self._opened_at = now
         elif new == "closed":
             self._storage.reset_counter()
+            self._failing = False
             self._requests.clear()
             self._failures.clear()
         reason = self._reason

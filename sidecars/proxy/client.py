@@ -1,8 +1,9 @@
 """The downstream side: one client connection, its requests parsed by llhttp (httptools).
 
-Shaped like uvicorn's ``httptools_impl``: llhttp calls back per head element, the head becomes
-a ``RequestHead`` and an ``Exchange`` runs it. Pipelined requests are answered in order: the
-ones behind the active exchange wait in a queue and reading pauses until they are served.
+Shaped like uvicorn's ``httptools_impl``: llhttp calls back per head element, filling the
+``Exchange`` that then runs the request (an exchange is its request's head as well).
+Pipelined requests are answered in order: the ones behind the active exchange wait in a
+queue and reading pauses until they are served.
 Writes are collected per read from either side and handed to the outbox, so a response head
 and its first body bytes leave in one send, at the end of the loop iteration.
 """
@@ -21,10 +22,12 @@ from httptools import (
     HttpRequestParser,
 )
 
+from sidecars.observability import get_logger
 from sidecars.proxy import errors
 from sidecars.proxy import headers as h
 from sidecars.proxy.errors import SidecarError, bad_request
 from sidecars.proxy.exchange import NEW, Exchange
+from sidecars.proxy.headers import DROP, HOST
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.timer import DeadlineTimer
 
@@ -43,6 +46,9 @@ _PARSE_ERRORS = (
     ("chunk", "invalid_chunked_body"),
     ("Pause on PRI", "http2_preface"),
 )
+log = get_logger("sidecars.proxy")
+
+_REQUEST_SPELLINGS = h.REQUEST_HEADERS.by_spelling
 _TLS_RECORD = 0x16  # first byte of a TLS ClientHello
 # How long a refused client may go on sending before the connection is closed (nginx's
 # lingering_time is 30 s; a refusal only needs the answer to arrive first).
@@ -71,14 +77,14 @@ class ClientConnection(asyncio.Protocol):
     PAUSED_FOR_GOOD = 16  # input refused: nothing more is read
 
     __slots__ = (
+        "_connected_at",
+        "_diverted",
         "_head",
         "_head_bytes",
         "_head_started",
-        "_idle_limit",
         "_idle_since",
         "_in_head",
         "_lingering",
-        "_out",
         "_parser",
         "_paused",
         "_queue",
@@ -94,6 +100,7 @@ class ClientConnection(asyncio.Protocol):
         "closing",
         "draining",
         "loop",
+        "out",
         "peer",
         "remote_addr",
         "route",
@@ -110,7 +117,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer = DeadlineTimer(self.loop, self._on_timer)
         self.peer = b""
         self.remote_addr = ""
-        self._head: RequestHead | None = None
+        self._head = Exchange(self, route)  # the request being parsed while _in_head
         self._in_head = False
         self._head_started = 0.0
         self._head_bytes = 0
@@ -118,14 +125,18 @@ class ClientConnection(asyncio.Protocol):
         self._starting: Exchange | None = None
         self.active: Exchange | None = None
         self._queue: deque[Exchange] = deque()
-        self._out: list[bytes] = []
+        # Bytes for the client, handed to the outbox together by flush().
+        self.out: list[bytes] = []
         self._paused = 0
-        self._reads = 0  # a count, not a time: checking the clock per read costs more
+        self._reads = 0  # body reads: a count, not a time (a clock per read costs more)
         self._reads_checked = 0
-        self._idle_since = 0.0
-        self._idle_limit = route.header_timeout
+        self._connected_at = 0.0
+        self._idle_since = 0.0  # when the last exchange ended; 0: none yet
         self._upgrade_buffer: bytearray | None = None
         self._lingering = False
+        # Input no longer goes to the parser (lingering, tunnelled, kept for an upgrade, or
+        # refused): one test on the hot path instead of four.
+        self._diverted = False
         self.tunnel: UpstreamConnection | None = None
         self.write_paused = False
         self.close_after = False
@@ -136,10 +147,10 @@ class ClientConnection(asyncio.Protocol):
     # -- used by exchanges ------------------------------------------------------------------
 
     def send(self, data: bytes) -> None:
-        self._out.append(data)
+        self.out.append(data)
 
     def flush(self) -> None:
-        out = self._out
+        out = self.out
         if out and not self.closing:
             assert self.transport is not None
             self.route.outbox.write(self.transport, out[0] if len(out) == 1 else b"".join(out))
@@ -150,6 +161,8 @@ class ClientConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
         self._paused |= reason
+        if reason == self.PAUSED_FOR_GOOD:
+            self._diverted = True
 
     def resume_reading(self, reason: int) -> None:
         if self._paused & reason:
@@ -185,13 +198,15 @@ class ClientConnection(asyncio.Protocol):
         # The connection's timer is always armed: when it fires it finds the connection idle
         # and measures from here.
         self._idle_since = self.loop.time()
-        self._idle_limit = self.route.idle_timeout
 
     def start_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
         """Relay raw bytes both ways from now on (after the upstream's 101)."""
         assert self.transport is not None
         self.tunnel = conn
-        self._timer.cancel()
+        self._diverted = True
+        # A tunnel idle both ways for P_IDLE_TIMEOUT is closed (the timer counts the reads).
+        self._reads_checked = self._reads = 0
+        self._timer.set(self.loop.time() + self.route.idle_timeout)
         conn.start_tunnel(self.transport, data)
         if self._upgrade_buffer:
             conn.write(bytes(self._upgrade_buffer))
@@ -218,26 +233,18 @@ class ClientConnection(asyncio.Protocol):
         route.connections.add(self)
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        self._idle_since = now = self.loop.time()
-        self._timer.set(now + self._idle_limit)
+        self._connected_at = now = self.loop.time()
+        self._timer.set(now + route.header_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._lingering:
-            return  # what a refused client still sends is read and dropped
-        tunnel = self.tunnel
-        if tunnel is not None:
-            tunnel.write(data)
+        if self._diverted:
+            self._diverted_data(data)
             return
-        if self._upgrade_buffer is not None:
-            self._upgrade_buffer += data
-            return
-        if self._paused & self.PAUSED_FOR_GOOD:
-            return
-        self._reads += 1
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
             self._upgrade_buffer = bytearray(data[upgrade.args[0] :])
+            self._diverted = True
             self.pause_reading(self.PAUSED_BY_UPGRADE)
             self.close_after = True  # unless the upstream agrees to switch protocols
         except HttpParserCallbackError as error:
@@ -257,6 +264,17 @@ class ClientConnection(asyncio.Protocol):
         if starting is not None:
             self._starting = None
             starting.start()
+
+    def _diverted_data(self, data: bytes) -> None:
+        if self._lingering:
+            return  # what a refused client still sends is read and dropped
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self._reads += 1
+            tunnel.write(data)
+        elif self._upgrade_buffer is not None:
+            self._upgrade_buffer += data
+        # else: input refused for good, dropped
 
     def eof_received(self) -> bool:
         if self._lingering:
@@ -306,92 +324,72 @@ class ClientConnection(asyncio.Protocol):
 
     # -- llhttp callbacks -------------------------------------------------------------------
 
-    def on_message_begin(self) -> None:
+    # A request begins with its target (llhttp has no other callback before it for a request
+    # line, and an empty one is refused): on_message_begin is not needed, one callback less.
+
+    def on_url(self, url: bytes) -> None:
+        if self._in_head:  # more of a target that came in more than one read
+            head = self._head
+            head.target += url
+            head.size += len(url)
+            return
         self._in_head = True
         self._head_started = 0.0
         self._head_bytes = 0
-        self._head = RequestHead()
-
-    def on_url(self, url: bytes) -> None:
-        head = self._head
-        assert head is not None
-        head.target += url
-        head.size += len(url)
+        self._head = head = Exchange(self, self.route)
+        head.target = url
+        head.size = len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
-        assert head is not None
         head.size += len(name) + len(value) + 4
-        role = h.REQUEST_ROLES.get(name.lower())
+        role = _REQUEST_SPELLINGS.get(name)
         if role is None:
-            head.lines.extend((name, b": ", value, b"\r\n"))
-        elif role == h.HOST and head.host is None:
+            role = h.REQUEST_HEADERS.learn(name)
+        if not role:  # FORWARD
+            head.lines += (name, b": ", value, b"\r\n")
+        elif role == HOST and head.host is None:
             head.host = value  # on every request: spared a call
-        elif role != h.DROP:
+        elif role != DROP:
             _take_header(head, role, name, value)
 
     def on_headers_complete(self) -> None:
         head = self._head
-        assert head is not None
-        self._head = None
         self._in_head = False
         if self.closing:
             return  # bytes behind a request that ended the connection
         route = self.route
         parser = self._parser
-        head.method = parser.get_method()
-        head.is_head = head.method == b"HEAD"
-        keep_alive = parser.should_keep_alive()
-        # Only HTTP/1.1 keeps a connection open unasked; get_http_version() formats a string,
-        # a cost worth skipping per request.
-        version = "1.1" if keep_alive and not head.asked_keep_alive else parser.get_http_version()
-        head.http11 = version == "1.1"
-        # HTTP/1.0 keep-alive is not offered: one request per connection for those clients.
-        head.keep_alive = head.http11 and keep_alive and not self.draining
+        method = head.method = parser.get_method()
+        head.is_head = method == b"HEAD"
+        # An exchange assumes HTTP/1.1 kept alive; only other requests pay for finding out
+        # (get_http_version() formats a string).
+        if not parser.should_keep_alive() or head.asked_keep_alive or self.draining:
+            self._judge_version(head)
         if not head.request_id:
             head.request_id = route.request_ids.next()
         if head.upgrade is not None and not parser.should_upgrade():
             head.upgrade = None
         if head.listed:
             head.lines = h.without_listed(head.lines, head.listed)
-        target = (
-            head.target
-            if head.target[:1] == b"/"
-            else h.origin_form(head.target, route.local_authorities)
-        )
-        if head.error is not None:
-            pass
-        elif head.size > route.max_header_size:
-            head.error = errors.HEAD_TOO_LARGE
-        elif version not in ("1.1", "1.0"):
-            head.error = bad_request("unsupported_version", f"HTTP/{version} not supported", 505)
-        elif head.method == b"CONNECT":
-            head.error = bad_request(
-                "connect_refused", "CONNECT refused: this sidecar is not an open proxy", 405
-            )
-        elif target is None:
-            head.error = bad_request(
-                "foreign_absolute_uri", "request for another host: not an open proxy"
-            )
-        elif head.http11 and head.host is None:
-            head.error = bad_request("missing_host", "HTTP/1.1 request without Host")
-        elif (
-            route.max_body is not None
-            and head.content_length is not None
-            and head.content_length > route.max_body
+        if not (
+            head.error is None
+            and head.target[:1] == b"/"
+            and head.host is not None
+            and head.content_length is None
+            and head.size <= route.max_header_size
+            and method != b"CONNECT"
         ):
-            head.error = errors.BODY_TOO_LARGE
-        if target is not None:
-            head.target = target
-        exchange = Exchange(self, route, head)
-        self._receiving = exchange
+            _judge_head(head, route)  # the common request needs none of its checks
+        self._receiving = head
         if self.active is None:
-            self.active = self._starting = exchange
+            self.active = self._starting = head
         else:
-            self._queue.append(exchange)
+            self._queue.append(head)
             self.pause_reading(self.PAUSED_BY_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
+        self._reads += 1
         exchange = self._receiving
         if exchange is not None:
             exchange.on_request_body(body)
@@ -402,10 +400,21 @@ class ClientConnection(asyncio.Protocol):
             self._receiving = None
             exchange.on_request_end()
 
+    def _judge_version(self, head: RequestHead) -> None:
+        """A request other than HTTP/1.1 kept alive: HTTP/1.0 keeps the connection only when
+        it asked (llhttp judged that), any other version is refused."""
+        parser = self._parser
+        version = parser.get_http_version()
+        head.http11 = version == "1.1"
+        head.keep_alive = parser.should_keep_alive() and not self.draining
+        if version not in ("1.1", "1.0") and head.error is None:
+            head.error = bad_request("unsupported_version", f"HTTP/{version} not supported", 505)
+
     # -- refusals and timeouts --------------------------------------------------------------
 
     def _refuse(self, error: SidecarError) -> None:
         """Read nothing more; answer ``error`` after the requests already taken, then close."""
+        in_head = self._in_head
         self.pause_reading(self.PAUSED_FOR_GOOD)
         self._in_head = False
         receiving = self._receiving
@@ -414,12 +423,10 @@ class ClientConnection(asyncio.Protocol):
             self._receiving = None
             receiving.on_request_failed(error)
             return
-        head = self._head or RequestHead()
-        self._head = None
-        head.error = error
-        head.keep_alive = False
-        head.request_id = head.request_id or self.route.request_ids.next()
-        exchange = Exchange(self, self.route, head)
+        exchange = self._head if in_head else Exchange(self, self.route)
+        exchange.error = error
+        exchange.keep_alive = False
+        exchange.request_id = exchange.request_id or self.route.request_ids.next()
         exchange.request_done = True
         if self.active is None:
             self.active = exchange
@@ -440,6 +447,16 @@ class ClientConnection(asyncio.Protocol):
             return
         now = self.loop.time()
         route = self.route
+        tunnel = self.tunnel
+        if tunnel is not None:
+            moved = self._reads + tunnel.reads
+            if moved == self._reads_checked:
+                log.info("tunnel_idle_closed", upstream=route.name, idle_timeout=route.idle_timeout)
+                self._close()  # the upstream side follows when the client side is gone
+                return
+            self._reads_checked = moved
+            self._timer.set(now + route.idle_timeout)
+            return
         if self._in_head:
             deadline = self._head_started + route.header_timeout
             if now < deadline:
@@ -449,7 +466,11 @@ class ClientConnection(asyncio.Protocol):
             return
         if self.active is None and self._upgrade_buffer is None:
             # Idle between requests, or a new connection that never spoke: close quietly.
-            deadline = self._idle_since + self._idle_limit
+            deadline = (
+                self._idle_since + route.idle_timeout
+                if self._idle_since
+                else self._connected_at + route.header_timeout  # it never sent a request
+            )
             if now < deadline:
                 self._timer.set(deadline)
             else:
@@ -483,6 +504,34 @@ class ClientConnection(asyncio.Protocol):
         self._timer.set(self.loop.time() + _LINGER)
 
 
+def _judge_head(head: RequestHead, route: Route) -> None:
+    """Set ``head.error`` for a request to refuse, and the path to forward for a target in
+    absolute form."""
+    target = h.origin_form(head.target, route.local_authorities)
+    if head.error is not None:
+        pass
+    elif head.size > route.max_header_size:
+        head.error = errors.HEAD_TOO_LARGE
+    elif head.method == b"CONNECT":
+        head.error = bad_request(
+            "connect_refused", "CONNECT refused: this sidecar is not an open proxy", 405
+        )
+    elif target is None:
+        head.error = bad_request(
+            "foreign_absolute_uri", "request for another host: not an open proxy"
+        )
+    elif head.http11 and head.host is None:
+        head.error = bad_request("missing_host", "HTTP/1.1 request without Host")
+    elif (
+        route.max_body is not None
+        and head.content_length is not None
+        and head.content_length > route.max_body
+    ):
+        head.error = errors.BODY_TOO_LARGE
+    if target is not None:
+        head.target = target
+
+
 def _take_header(head: RequestHead, role: int, name: bytes, value: bytes) -> None:
     """A request header the engine reads (and may rewrite) rather than pass through."""
     if role == h.HOST:
@@ -512,6 +561,7 @@ def _take_header(head: RequestHead, role: int, name: bytes, value: bytes) -> Non
         # Kept when it is a sane length; the access log and the upstream see the same value.
         if 0 < len(value) <= 128:
             head.request_id = value
+            head.request_id_given = True
     elif role == h.FORWARDED_FOR:
         head.forwarded_for = (
             value if head.forwarded_for is None else head.forwarded_for + b", " + value

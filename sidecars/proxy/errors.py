@@ -42,6 +42,9 @@ class ErrorResponses:
     def __init__(self, upstream_name: str) -> None:
         self._upstream_name = upstream_name
         self._cache: dict[tuple[int, str, str, int, bool, int | None], tuple[bytes, bytes]] = {}
+        # The open circuit's answer before any attempt on a kept-alive connection, by
+        # Retry-After: the head up to the request id, and the rest.
+        self._rejections: dict[int, tuple[bytes, bytes]] = {}
 
     def render(
         self,
@@ -61,6 +64,18 @@ class ErrorResponses:
                 self._cache[key] = cached
         head, body = cached
         return b"%bX-Request-Id: %b\r\n\r\n%b" % (head, request_id, body)
+
+    def circuit_open(self, retry_after: int, request_id: bytes) -> bytes:
+        """``render(CIRCUIT_OPEN, attempts=0, close=False, ...)``: what an open circuit answers
+        to every request, so it is built once per Retry-After value and only the request id
+        is put in per answer."""
+        parts = self._rejections.get(retry_after)
+        if parts is None:
+            head, body = self._build(CIRCUIT_OPEN, 0, False, retry_after)
+            parts = (head + b"X-Request-Id: ", b"\r\n\r\n" + body)
+            if len(self._rejections) < 4096:
+                self._rejections[retry_after] = parts
+        return parts[0] + request_id + parts[1]
 
     def _build(
         self, error: SidecarError, attempts: int, close: bool, retry_after: int | None

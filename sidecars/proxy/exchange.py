@@ -17,7 +17,6 @@ States::
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from typing import TYPE_CHECKING
 
@@ -25,14 +24,14 @@ from sidecars.observability import get_logger
 from sidecars.policies.retry import IDEMPOTENT_METHODS, RetryDecision, parse_retry_after
 from sidecars.proxy import errors
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.headers import attempt_ending, attempts_line, status_line
+from sidecars.proxy.headers import ATTEMPTS_LINES, attempts_line
 from sidecars.proxy.pool import ConnectFailure, ConnectionPool
+from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from sidecars.policies.breaker import Permit
     from sidecars.proxy.client import ClientConnection
-    from sidecars.proxy.request import RequestHead
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy")
@@ -57,17 +56,21 @@ _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 class _SavedResponse:
     """An upstream answer read whole while a retry goes ahead (its head parts and body)."""
 
-    __slots__ = ("body", "complete", "parts", "size", "status")
+    __slots__ = ("body", "complete", "parts", "size", "status", "status_line")
 
     def __init__(self, conn: UpstreamConnection) -> None:
         self.status = conn.status
+        self.status_line = conn.status_line
         self.parts = conn.parts
         self.body: list[bytes] = []
         self.size = 0
         self.complete = False
 
 
-class Exchange:
+class Exchange(RequestHead):
+    """A client request: its head (parsed into the RequestHead fields) and the work of
+    answering it. One object per request, since allocating is a large part of its cost."""
+
     __slots__ = (
         "attempt",
         "attempt_started",
@@ -80,7 +83,6 @@ class Exchange:
         "conn",
         "continued",
         "fallback",
-        "head",
         "pending",
         "permit",
         "request_done",
@@ -93,10 +95,10 @@ class Exchange:
         "status",
     )
 
-    def __init__(self, client: ClientConnection, route: Route, head: RequestHead) -> None:
+    def __init__(self, client: ClientConnection, route: Route) -> None:
+        RequestHead.__init__(self)
         self.client = client
         self.route = route
-        self.head = head
         self.state = NEW
         self.started = 0.0
         self.attempt = 0
@@ -107,7 +109,7 @@ class Exchange:
         self.fallback = False
         self.stale_retried = False
         self.continued = False
-        self.body: list[bytes] = []
+        self.body: list[bytes] | None = None  # the request body held for a dial or a replay
         self.body_size = 0
         self.body_kept = True
         self.request_done = False
@@ -121,10 +123,10 @@ class Exchange:
 
     def start(self) -> None:
         route = self.route
-        self.started = time.monotonic()
+        self.started = self.attempt_started = time.monotonic()
         route.in_flight += 1
-        if self.head.error is not None:
-            self.answer_error(self.head.error)
+        if self.error is not None:
+            self.answer_error(self.error)
             return
         if route.max_attempts > 1:
             route.budget.record_request()
@@ -132,31 +134,37 @@ class Exchange:
 
     def on_request_body(self, chunk: bytes) -> None:
         state = self.state
-        if (state >= STREAMING and self.conn is None) or self.head.error is not None:
+        if (state >= STREAMING and self.conn is None) or self.error is not None:
             return  # answered already, or to be refused: the body is read and dropped
         self.body_size += len(chunk)
         route = self.route
         if route.max_body is not None and self.body_size > route.max_body:
             if state == NEW:
-                self.head.error = errors.BODY_TOO_LARGE  # answered when its turn comes
+                self.error = errors.BODY_TOO_LARGE  # answered when its turn comes
             else:
                 self._body_too_large()
             return
         conn = self.conn
         if conn is not None and state in (SENT, STREAMING):
-            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.head.chunked else chunk)
+            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
             if self.body_kept:
                 if self.body_size <= route.max_retry_body:
-                    self.body.append(chunk)
+                    self._keep_body(chunk)
                 else:
-                    self.body.clear()
+                    self.body = None
                     self.body_kept = False
             return
         # No connection yet (dialling, backing off): keep the bytes for it, but stop reading
         # once they pass what a retry may replay.
-        self.body.append(chunk)
+        self._keep_body(chunk)
         if self.body_size > route.max_retry_body:
             self.client.pause_reading(self.client.PAUSED_BY_BODY)
+
+    def _keep_body(self, chunk: bytes) -> None:
+        if self.body is None:
+            self.body = [chunk]
+        else:
+            self.body.append(chunk)
 
     def on_request_end(self) -> None:
         self.request_done = True
@@ -164,7 +172,7 @@ class Exchange:
         conn = self.conn
         if conn is not None and state in (SENT, STREAMING):
             self.sent_all = True
-            if self.head.chunked:
+            if self.chunked:
                 conn.write(b"0\r\n\r\n")
         if state == ANSWERED:
             self._finish(self.status)
@@ -187,7 +195,7 @@ class Exchange:
         self.request_done = True
         state = self.state
         if state == NEW:
-            self.head.error = error  # answered when its turn comes
+            self.error = error  # answered when its turn comes
             return
         if state in (DONE, TUNNEL):
             return
@@ -213,17 +221,20 @@ class Exchange:
 
     # -- the attempt loop -------------------------------------------------------------------
 
-    def _attempt(self) -> None:
+    def _retry(self) -> None:
+        """The next attempt, once the backoff is over (a loop callback)."""
         self.pending = None
-        self.state = WAITING
-        route = self.route
         if self.conn is not None:
             # The previous answer was still being saved: the next attempt goes ahead.
             self.conn.abort()
             self.conn = None
             self.saved = None
-        self.attempt += 1
         self.sent_all = False
+        self.attempt_started = time.monotonic()
+        self._attempt()
+
+    def _attempt(self) -> None:
+        route = self.route
         pool = route.pool
         breaker = route.breaker
         if self.fallback and route.fallback_pool is not None:
@@ -233,27 +244,26 @@ class Exchange:
             if permit is None:
                 route.metrics.circuit_rejected()
                 if route.fallback_pool is None:
-                    self.attempt -= 1
                     self._answer_rejected()
                     return
                 self.fallback = True
                 route.metrics.fallback_requests.inc()
                 pool = route.fallback_pool
             self.permit = permit
-        if self.head.expect_continue and not self.continued and not self.request_done:
+        self.state = WAITING
+        self.attempt += 1
+        if self.expect_continue and not self.continued and not self.request_done:
             # Answered here, not by the upstream: Expect is not forwarded (Envoy does the same),
             # so the body is read only once the request will be tried.
             self.continued = True
             self.client.send(_CONTINUE)
             self.client.flush()
         if self.attempt == 1:
-            remaining = route.timeout
-            self.attempt_started = self.started
+            budget = route.first_try_timeout
         else:
-            self.attempt_started = time.monotonic()
             remaining = self._remaining()
-        per_try = route.per_try_timeout
-        budget = remaining if per_try is None or per_try > remaining else per_try
+            per_try = route.per_try_timeout
+            budget = remaining if per_try is None or per_try > remaining else per_try
         head_deadline = route.loop.time() + budget
         conn = pool.take()
         if conn is not None:
@@ -288,27 +298,24 @@ class Exchange:
     def _send(self, conn: UpstreamConnection, head_deadline: float) -> None:
         self.conn = conn
         self.state = SENT
-        head = self.head
-        conn.attach(self, head_deadline, head.is_head)
+        conn.attach(self, head_deadline, self.is_head)
         if self.client.write_paused:
             conn.pause_reading()
-        parts = [
-            head.upstream_head(conn.pool.path_prefix, conn.pool.authority, self.client.peer),
-            attempt_ending(self.attempt),
-        ]
+        pool = conn.pool
+        parts = self.upstream_head(pool.path_prefix, pool.authority, self.client.peer, self.attempt)
         if self.body:
-            if head.chunked:
+            if self.chunked:
                 parts += [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in self.body]
             else:
                 parts += self.body
         if self.request_done:
             self.sent_all = True
-            if head.chunked:
+            if self.chunked:
                 parts.append(b"0\r\n\r\n")
         conn.write(b"".join(parts))
-        if self.body_size > self.route.max_retry_body:
+        if self.body_size and self.body_size > self.route.max_retry_body:
             # Streamed once: what was held for the dial is gone, and so is the replay.
-            self.body.clear()
+            self.body = None
             self.body_kept = False
             self.client.resume_reading(self.client.PAUSED_BY_BODY)
 
@@ -330,7 +337,7 @@ class Exchange:
             detail=detail,
             retry=decision.retry if decision else False,
             reason=decision.reason if decision else "max_attempts",
-            request_id=self.head.request_id.decode("latin-1"),
+            request_id=self.request_id.decode("latin-1"),
         )
         if decision is not None and decision.retry:
             self._retry_after(decision)
@@ -348,12 +355,11 @@ class Exchange:
         route = self.route
         if route.max_attempts <= self.attempt:
             return None
-        head = self.head
         decision = route.retry.decide(
             attempt=self.attempt,
             failure=failure,
-            method=head.method,
-            has_idempotency_key=head.idempotency_key,
+            method=self.method,
+            has_idempotency_key=self.idempotency_key,
             request_sent=sent,
             body_replayable=self.body_kept,
             retry_after=(
@@ -379,17 +385,16 @@ class Exchange:
         route.retries += 1
         self.state = WAITING
         if decision.delay > 0:
-            self.pending = route.loop.call_later(decision.delay, self._attempt)
+            self.pending = route.loop.call_later(decision.delay, self._retry)
         else:
-            self.pending = route.loop.call_soon(self._attempt)
+            self.pending = route.loop.call_soon(self._retry)
 
     # -- driven by the upstream connection --------------------------------------------------
 
     def on_response_head(self, conn: UpstreamConnection) -> None:
         route = self.route
         status = conn.status
-        elapsed = time.monotonic() - self.attempt_started
-        if status == 101 and self.head.upgrade is None:
+        if status == 101 and self.upgrade is None:
             self.on_upstream_failure(conn, "bad_response")
             return
         breaker = route.breaker
@@ -397,6 +402,8 @@ class Exchange:
         permit = self.permit
         if permit is not None and breaker is not None:
             self.permit = None
+            # Only a slow-call limit reads the duration: the clock is spared otherwise.
+            elapsed = time.monotonic() - self.attempt_started if breaker.times_calls else 0.0
             if failed:
                 breaker.record_failure(permit, "status", elapsed)
             else:
@@ -416,40 +423,46 @@ class Exchange:
         self.state = STREAMING
         self.saved = None
         client = self.client
-        head = self.head
         status = self.status = conn.status
+        # The answer's head is built on the upstream's relayed header lines.
+        parts = conn.parts
+        parts.insert(0, conn.status_line)
         if status == 101:
-            framing = b"Connection: upgrade\r\nUpgrade: %b\r\n" % (conn.upgrade or b"")
+            parts += (b"Connection: upgrade\r\nUpgrade: ", conn.upgrade or b"", b"\r\n")
             self.state = TUNNEL
-        elif head.is_head or status in (204, 304):
-            framing = (
-                b"Content-Length: %b\r\n" % conn.content_length
-                if conn.content_length is not None and status != 204
-                else b""
-            )
         elif conn.content_length is not None:
-            framing = b"Content-Length: %b\r\n" % conn.content_length
-        elif head.http11:
-            framing = b"Transfer-Encoding: chunked\r\n"
+            if status != 204:
+                parts += (b"Content-Length: ", conn.content_length, b"\r\n")
+        elif self.is_head or status in (204, 304):
+            pass
+        elif self.http11:
+            parts.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked_out = True
         else:
-            framing = b""
             client.close_after = True  # HTTP/1.0: the body ends when the connection does
-        if not head.keep_alive or client.draining:
+        attempt = self.attempt
+        parts.append(
+            ATTEMPTS_LINES[attempt] if attempt < len(ATTEMPTS_LINES) else attempts_line(attempt)
+        )
+        if not self.keep_alive or client.draining:
             client.close_after = True
-        head_parts = [status_line(status), *conn.parts, framing, attempts_line(self.attempt)]
-        if client.close_after and status != 101:
-            head_parts.append(b"Connection: close\r\n")
-        head_parts.append(b"\r\n")
-        client.send(b"".join(head_parts))
+        if status == 101:
+            parts.append(b"\r\n")
+        elif client.close_after:
+            parts.append(b"Connection: close\r\n\r\n")
+        elif self.http11:
+            parts.append(b"\r\n")
+        else:
+            parts.append(b"Connection: keep-alive\r\n\r\n")  # HTTP/1.0 asked to keep it
+        client.out.append(b"".join(parts))
 
     def on_response_body(self, chunk: bytes) -> None:
         if self.state == STREAMING:
             self.bytes_sent += len(chunk)
             if self.chunked_out:
-                self.client.send(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+                self.client.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
-                self.client.send(chunk)
+                self.client.out.append(chunk)
             return
         saved = self.saved
         if saved is not None:
@@ -472,7 +485,7 @@ class Exchange:
                 self.saved.complete = True
             return
         if self.chunked_out:
-            self.client.send(b"0\r\n\r\n")
+            self.client.out.append(b"0\r\n\r\n")
         if self.request_done:
             self._finish(self.status)
         else:
@@ -495,7 +508,7 @@ class Exchange:
                 "upstream_failed_mid_response",
                 upstream=self.route.name,
                 kind=kind,
-                request_id=self.head.request_id.decode("latin-1"),
+                request_id=self.request_id.decode("latin-1"),
             )
             self.client.close_after = True
             self.client.abort()
@@ -506,7 +519,6 @@ class Exchange:
             self._release_permit()
             self.answer_error(errors.BODY_TIMEOUT)
             return
-        head = self.head
         if (
             kind == "reset"
             and conn.reused
@@ -514,7 +526,7 @@ class Exchange:
             and not self.stale_retried
             and self.body_kept
             and self.request_done
-            and (head.method in IDEMPOTENT_METHODS or head.idempotency_key)
+            and (self.method in IDEMPOTENT_METHODS or self.idempotency_key)
         ):
             # Likely a pooled connection the upstream closed meanwhile: try once more on a
             # fresh one, not counted as an attempt. Only for requests safe to repeat, since
@@ -554,12 +566,12 @@ class Exchange:
         self.client.send(
             b"%b%b%b%b%b\r\n%b"
             % (
-                status_line(saved.status),
+                saved.status_line,
                 b"".join(saved.parts),
                 b"Content-Length: %d\r\n" % len(body),
                 attempts_line(self.attempt),
                 b"Connection: close\r\n" if close else b"",
-                b"" if self.head.is_head else body,
+                b"" if self.is_head else body,
             )
         )
         self.status = saved.status
@@ -570,10 +582,31 @@ class Exchange:
         if self.saved is not None and self.saved.complete:
             self._respond_saved()
             return
-        breaker = self.route.breaker
+        route = self.route
+        breaker = route.breaker
         assert breaker is not None
-        retry_after = max(1, math.ceil(breaker.retry_after()))
-        self.answer_error(errors.CIRCUIT_OPEN, retry_after)
+        # Whole seconds rounded up, at least 1 (cheaper than max(1, math.ceil(...))).
+        retry_after = int(-(-breaker.retry_after() // 1)) or 1
+        client = self.client
+        # The hot case of an open circuit (a first attempt on a connection kept alive, as
+        # _must_close() would judge): the answer is pre-built but for the request id.
+        if (
+            self.attempt
+            or not self.keep_alive
+            or not self.http11
+            or self.is_head
+            or self.expect_continue
+            or client.draining
+        ):
+            self.answer_error(errors.CIRCUIT_OPEN, retry_after)
+            return
+        client.out.append(route.errors.circuit_open(retry_after, self.request_id))
+        self.status = 503
+        if self.request_done:
+            self._finish(503)
+        else:
+            self.state = ANSWERED
+            client.flush()
 
     def answer_error(self, error: SidecarError, retry_after: int | None = None) -> None:
         """Answer with a sidecar-made response (none of it has gone out yet)."""
@@ -597,7 +630,7 @@ class Exchange:
                 error,
                 attempts=self.attempt,
                 close=close,
-                request_id=self.head.request_id,
+                request_id=self.request_id,
                 retry_after=retry_after,
             )
         )
@@ -608,12 +641,12 @@ class Exchange:
         """Whether a sidecar-made answer ends the connection: the client asked for it, the
         process is draining, a HEAD answer carries a body, or a client waiting for 100
         Continue will not send its body."""
-        head = self.head
         return (
-            not head.keep_alive
+            not self.keep_alive
+            or not self.http11  # HTTP/1.0 kept alive: only relayed answers say keep-alive
             or self.client.draining
-            or head.is_head
-            or (head.expect_continue and not self.continued and not self.request_done)
+            or self.is_head
+            or (self.expect_continue and not self.continued and not self.request_done)
         )
 
     def _answered(self) -> None:
@@ -664,7 +697,6 @@ class Exchange:
         duration = time.monotonic() - self.started
         if status != CLIENT_GONE:
             route.metrics.answered(status, duration)
-            route.answered += 1
         if route.access_log is not None:
             route.access_log.write(self, status, duration)
         if not client_gone:

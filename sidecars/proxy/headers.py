@@ -13,8 +13,10 @@ import os
 from collections.abc import Iterable
 from http import HTTPStatus
 
-# What the engine does with a request header (lower-case name); absent: forwarded as is.
-DROP = 0
+# What the engine does with a header, by its lower-case name; absent: forwarded as it came
+# (FORWARD is 0 so that the hot paths test it with a plain ``not role``).
+FORWARD = 0
+DROP = -1
 HOST = 1
 CONNECTION = 2
 TRANSFER_ENCODING = 3
@@ -61,22 +63,56 @@ RESPONSE_ROLES: dict[bytes, int] = {
     b"retry-after": RETRY_AFTER,
     b"x-sidecar-attempts": DROP,
 }
+# Longest header name whose spelling is remembered, and how many spellings are.
+_SPELLING_MAX = 64
+_SPELLINGS_MAX = 1024
+
+
+class HeaderRoles:
+    """A header name's role, looked up by the name as it came.
+
+    Header names are case-insensitive, but peers spell them the same way every time (every
+    client sends the same few, every upstream answers with the same ones): the case-folded
+    lookup is made once per spelling, then ``by_spelling.get(name)`` answers. The table is
+    bounded, so names a peer makes up cost the folded lookup each time, never memory.
+    """
+
+    __slots__ = ("_roles", "by_spelling")
+
+    def __init__(self, roles: dict[bytes, int]) -> None:
+        self._roles = roles
+        self.by_spelling: dict[bytes, int] = {}
+
+    def learn(self, name: bytes) -> int:
+        """The role of a spelling not seen yet (``by_spelling`` had no answer)."""
+        role = self._roles.get(name.lower(), FORWARD)
+        if len(name) <= _SPELLING_MAX and len(self.by_spelling) < _SPELLINGS_MAX:
+            self.by_spelling[name] = role
+        return role
+
+
+REQUEST_HEADERS = HeaderRoles(REQUEST_ROLES)
+RESPONSE_HEADERS = HeaderRoles(RESPONSE_ROLES)
+
 # Connection tokens that are options, not names of headers to remove.
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Connection values seen on nearly every message, which name no header.
 PLAIN_CONNECTION = frozenset(
     {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
 )
-# Status lines with the standard reason phrases: the upstream's own phrase is not relayed
-# (HTTP/2 dropped reason phrases; clients must not depend on them).
-_STATUS_LINES = {
-    status.value: b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode())
+# The standard reason phrase of each status and its status line, for the answers the sidecar
+# makes and, when an upstream uses the same phrase, for relayed ones (the common case).
+STANDARD_STATUS: dict[int, tuple[bytes, bytes]] = {
+    status.value: (
+        status.phrase.encode(),
+        b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode()),
+    )
     for status in HTTPStatus
 }
 
 # Pre-built "X-Sidecar-Attempt: n" lines that end the upstream request head.
 _ATTEMPT_ENDINGS = [b"X-Sidecar-Attempt: %d\r\n\r\n" % n for n in range(16)]
-_ATTEMPTS_LINES = [b"X-Sidecar-Attempts: %d\r\n" % n for n in range(16)]
+ATTEMPTS_LINES = [b"X-Sidecar-Attempts: %d\r\n" % n for n in range(16)]
 
 
 def connection_listed(value: bytes) -> list[bytes]:
@@ -103,8 +139,8 @@ def attempt_ending(attempt: int) -> bytes:
 
 
 def attempts_line(attempts: int) -> bytes:
-    if attempts < len(_ATTEMPTS_LINES):
-        return _ATTEMPTS_LINES[attempts]
+    if attempts < len(ATTEMPTS_LINES):
+        return ATTEMPTS_LINES[attempts]
     return b"X-Sidecar-Attempts: %d\r\n" % attempts
 
 
@@ -141,6 +177,10 @@ class RequestIds:
         return self._prefix + b"%x" % next(self._counter)
 
 
-def status_line(status: int) -> bytes:
-    line = _STATUS_LINES.get(status)
-    return line if line is not None else b"HTTP/1.1 %d \r\n" % status
+def status_line(status: int, reason: bytes) -> bytes:
+    """``HTTP/1.1 <status> <reason>`` for an upstream's answer (the prebuilt line when the
+    phrase is the standard one)."""
+    standard = STANDARD_STATUS.get(status)
+    if standard is not None and reason == standard[0]:
+        return standard[1]
+    return b"HTTP/1.1 %d %b\r\n" % (status, reason)

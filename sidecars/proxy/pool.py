@@ -131,7 +131,9 @@ class ConnectionPool:
         return None
 
     def put(self, conn: UpstreamConnection) -> None:
-        conn.detach()
+        conn.exchange = None
+        if conn.reading_paused:
+            conn.resume_reading()
         if conn.closed:
             return
         if self._max_idle == 0:
@@ -145,7 +147,8 @@ class ConnectionPool:
             oldest.close()
         conn.pooled = True
         conn.idle_since = now
-        # Usually a no-op: the timer armed for the request fires first and re-arms for this.
+        # Usually only a move of the deadline: the timer armed for the request fires first
+        # and re-arms for this.
         conn.timer.set(now + self.idle_timeout)
         idle.append(conn)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from sidecars.proxy.errors import SidecarError
+from sidecars.proxy.headers import attempt_ending
 
 
 class RequestHead:
-    """Filled by the client protocol's llhttp callbacks, then read by the exchange."""
+    """Filled by the client protocol's llhttp callbacks, then read by the exchange. The
+    exchange is a RequestHead itself (one object per request); the defaults describe an
+    HTTP/1.1 request kept alive, so the common request sets only what it carries."""
 
     __slots__ = (
         "asked_keep_alive",
@@ -26,6 +29,7 @@ class RequestHead:
         "listed",
         "method",
         "request_id",
+        "request_id_given",
         "size",
         "target",
         "upgrade",
@@ -44,6 +48,7 @@ class RequestHead:
         self.expect_continue = False
         self.upgrade: bytes | None = None
         self.request_id: bytes = b""
+        self.request_id_given = False  # the client's own X-Request-Id (escaped in the log)
         self.forwarded_for: bytes | None = None
         self.forwarded_host: bytes | None = None
         self.forwarded_proto: bytes | None = None
@@ -55,12 +60,10 @@ class RequestHead:
         self.is_head = False
         self.error: SidecarError | None = None
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
-    def upstream_head(self, path_prefix: bytes, authority: bytes, peer: bytes) -> bytes:
-        """The request head for the upstream without its last line (X-Sidecar-Attempt)."""
+    def upstream_head(
+        self, path_prefix: bytes, authority: bytes, peer: bytes, attempt: int
+    ) -> list[bytes]:
+        """The request head for the upstream, as parts for one join with the body's first bytes."""
         forwarded_for = peer if self.forwarded_for is None else self.forwarded_for + b", " + peer
         parts = [
             self.method,
@@ -88,4 +91,5 @@ class RequestHead:
             parts.append(b"Content-Length: %d\r\n" % self.content_length)
         if self.upgrade is not None:
             parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
-        return b"".join(parts)
+        parts.append(attempt_ending(attempt))
+        return parts

@@ -61,6 +61,11 @@ class Route:
         self.errors = ErrorResponses(settings.name)
         self.timeout = settings.timeout
         self.per_try_timeout = settings.per_try_timeout
+        # The first attempt's budget until response headers (later ones get what is left).
+        per_try = settings.per_try_timeout
+        self.first_try_timeout = (
+            settings.timeout if per_try is None else min(settings.timeout, per_try)
+        )
         self.connect_timeout = settings.connect_timeout
         self.max_header_size = proxy.max_header_size
         self.max_body = proxy.max_body
@@ -103,7 +108,6 @@ class Route:
         self.local_authorities = _local_authorities(settings)
         self.connections: set[ClientSide] = set()
         self.in_flight = 0
-        self.answered = 0
         self.retries = 0
         self.shared_state: SharedCircuitState | None = None  # when P_STATE_REDIS_URL is set
 
@@ -138,7 +142,7 @@ class Route:
             "retry_budget": self.budget.snapshot(),
             "connections": len(self.connections),
             "in_flight": self.in_flight,
-            "answered": self.answered,
+            "answered": self.metrics.answered_total,
             "retries": self.retries,
             "pool": self.pool.snapshot(),
             "fallback_pool": self.fallback_pool.snapshot() if self.fallback_pool else None,

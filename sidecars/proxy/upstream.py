@@ -19,11 +19,15 @@ from httptools import (
 )
 
 from sidecars.proxy import headers as h
+from sidecars.proxy.headers import STANDARD_STATUS
 from sidecars.proxy.timer import DeadlineTimer
 
 if TYPE_CHECKING:
     from sidecars.proxy.exchange import Exchange
     from sidecars.proxy.pool import ConnectionPool
+
+
+_RESPONSE_SPELLINGS = h.RESPONSE_HEADERS.by_spelling
 
 
 class _HeadResponseEnd(Exception):
@@ -57,10 +61,13 @@ class UpstreamConnection(asyncio.Protocol):
         "reading_paused",
         "reads",
         "reads_checked",
+        "reason",
         "received",
         "retry_after",
         "reused",
+        "special",
         "status",
+        "status_line",
         "timer",
         "transport",
         "tunnel",
@@ -84,37 +91,47 @@ class UpstreamConnection(asyncio.Protocol):
         self.reads_checked = 0
         self.reading_paused = False
         self.tunnel: asyncio.Transport | None = None
-        self._reset_response()
-
-    def _reset_response(self, head_only: bool = False) -> None:
+        # The response being read. What its head sets is read only once the head is done;
+        # the rest is reset by attach() for each request.
         self.head_bytes = 0
         self.head_done = False
+        self.head_only = False
         self.received = False
-        self.head_only = head_only
-        self.until_eof = False
         self._interim = False
-        self.status = 0
+        self.reason = b""
         self.parts: list[bytes] = []  # header name, b": ", value, b"\r\n", ... to relay
-        self.listed: list[bytes] | None = None
         self.content_length: bytes | None = None
-        self.chunked = False
+        self.status = 0
+        self.status_line = b""  # for the client: HTTP/1.1, the status, the upstream's phrase
         self.keep_alive = True
+        self.until_eof = False
+        # Set by rarer headers; reset (by attach) only after a response that had one.
+        self.special = False
+        self.chunked = False
+        self.listed: list[bytes] | None = None
         self.retry_after: bytes | None = None
         self.upgrade: bytes | None = None
 
     # -- used by the exchange ---------------------------------------------------------------
 
     def attach(self, exchange: Exchange, head_deadline: float, head_only: bool) -> None:
+        """Serve ``exchange``'s request: a new response is expected by ``head_deadline``."""
         self.exchange = exchange
-        self._reset_response(head_only)
         self.head_deadline = head_deadline
         self.timer.set(head_deadline)
-
-    def detach(self) -> None:
-        self.exchange = None
-        self.timer.clear()
-        if self.reading_paused:
-            self.resume_reading()
+        self.head_bytes = 0
+        self.head_done = False
+        self.head_only = head_only
+        self.received = False
+        self.reason = b""
+        self.parts = []
+        self.content_length = None
+        if self.special:
+            self.special = False
+            self.chunked = False
+            self.listed = None
+            self.retry_after = None
+            self.upgrade = None
 
     def write(self, data: bytes) -> None:
         if not self.closed:
@@ -151,6 +168,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.exchange = None
         self.tunnel = peer
         self.timer.cancel()
+        self.reads = 0
         if data:
             self.pool.outbox.write(peer, data)
 
@@ -162,6 +180,7 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.tunnel is not None:
+            self.reads += 1  # activity, for the tunnel's idle timeout (the client side's timer)
             self.pool.outbox.write(self.tunnel, data)
             return
         exchange = self.exchange
@@ -171,13 +190,6 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         self.reads += 1
-        if not self.head_done:
-            # llhttp keeps a header it has not seen the end of: an upstream sending an endless
-            # head would grow it without bound.
-            self.head_bytes += len(data)
-            if self.head_bytes > self.pool.max_head_size:
-                self._bad_response(exchange)
-                return
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -196,6 +208,13 @@ class UpstreamConnection(asyncio.Protocol):
             self._bad_response(exchange)
             return
         if self.exchange is exchange:
+            if not self.head_done:
+                # llhttp keeps a header it has not seen the end of: an upstream sending an
+                # endless head would grow it without bound.
+                self.head_bytes += len(data)
+                if self.head_bytes > self.pool.max_head_size:
+                    self._bad_response(exchange)
+                    return
             exchange.client.flush()
 
     def _bad_response(self, exchange: Exchange) -> None:
@@ -251,23 +270,33 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- llhttp callbacks -------------------------------------------------------------------
 
+    def on_status(self, reason: bytes) -> None:
+        self.reason += reason  # in pieces when the status line came in more than one read
+
     def on_header(self, name: bytes, value: bytes) -> None:
-        role = h.RESPONSE_ROLES.get(name.lower())
+        role = _RESPONSE_SPELLINGS.get(name)
         if role is None:
-            self.parts.extend((name, b": ", value, b"\r\n"))
-        elif role == h.CONTENT_LENGTH:
+            role = h.RESPONSE_HEADERS.learn(name)
+        if not role:  # FORWARD
+            self.parts += (name, b": ", value, b"\r\n")
+            return
+        if role == h.CONTENT_LENGTH:
             self.content_length = value
-        elif role == h.TRANSFER_ENCODING:
-            self.chunked = True
-        elif role == h.RETRY_AFTER:
-            self.retry_after = value
-            self.parts.extend((name, b": ", value, b"\r\n"))
         elif role == h.CONNECTION:
             if value not in h.PLAIN_CONNECTION:
                 listed = h.connection_listed(value)
                 if listed:
+                    self.special = True
                     self.listed = (self.listed or []) + listed
+        elif role == h.TRANSFER_ENCODING:
+            self.special = True
+            self.chunked = True
+        elif role == h.RETRY_AFTER:
+            self.special = True
+            self.retry_after = value
+            self.parts += (name, b": ", value, b"\r\n")
         elif role == h.UPGRADE:
+            self.special = True
             self.upgrade = value
 
     def on_headers_complete(self) -> None:
@@ -276,6 +305,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Interim answers (100 Continue, 103 Early Hints) are not relayed: the sidecar
             # answers Expect itself, and the final answer follows.
             self._interim = True
+            self.reason = b""
             self.parts = []
             self.listed = None
             self.content_length = None
@@ -285,12 +315,22 @@ class UpstreamConnection(asyncio.Protocol):
         exchange = self.exchange
         assert exchange is not None
         self.status = status
+        standard = STANDARD_STATUS.get(status)
+        self.status_line = (
+            standard[1]
+            if standard is not None and standard[0] == self.reason
+            else h.status_line(status, self.reason)
+        )
         self.head_done = True
         self.keep_alive = self._parser.should_keep_alive()
         if self.listed:
             self.parts = h.without_listed(self.parts, self.listed)
-        no_body = self.head_only or status in (204, 304) or status == 101
-        self.until_eof = not no_body and self.content_length is None and not self.chunked
+        self.until_eof = (
+            self.content_length is None
+            and not self.chunked
+            and not self.head_only
+            and status not in (101, 204, 304)
+        )
         # The head deadline's timer is still armed; when it fires it watches body idleness.
         exchange.on_response_head(self)
         if self.head_only and self.exchange is exchange and not self.closed:

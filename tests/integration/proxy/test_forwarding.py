@@ -114,6 +114,28 @@ async def test_a_websocket_is_tunnelled(proxy: Any) -> None:
             assert (await ws.receive_str()) == f"echo: {text}"
 
 
+async def test_an_idle_websocket_is_closed_after_the_idle_timeout(
+    backend: Any, proxies: Callable[..., Any]
+) -> None:
+    proxy = proxies({"BREAKER_UPSTREAM": backend.url, "BREAKER_IDLE_TIMEOUT": "1s"})
+    async with aiohttp.ClientSession() as session, session.ws_connect(proxy.url + "/ws") as ws:
+        await ws.send_str("one")
+        assert (await ws.receive_str()) == "echo: one"
+        # Nothing moves either way now: the sidecar closes the tunnel (event-driven wait,
+        # bounded by the receive timeout).
+        message = await ws.receive(timeout=10)
+        assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+    assert proxy.events("tunnel_idle_closed")
+
+
+async def test_an_http10_client_can_keep_its_connection(proxy: Any, connect: Any) -> None:
+    connection = await connect(proxy.port)
+    for _ in range(2):
+        await connection.send(b"GET /echo HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+        response = await connection.response()
+        assert (response.status, response.headers["connection"]) == (200, "keep-alive")
+
+
 async def test_every_request_is_access_logged(proxy: Any, connect: Any) -> None:
     connection = await connect(proxy.port)
     await connection.send(b"GET /echo?logged=1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: rid-42\r\n\r\n")

@@ -120,6 +120,19 @@ def test_failure_statuses_follow_the_settings(clock: Any) -> None:
     assert not breaker.is_failure_status(200)
 
 
+def test_only_a_slow_call_limit_needs_call_durations(clock: Any) -> None:
+    assert make(clock, slow_call=0.5)[0].times_calls
+    breaker, _ = make(clock, failure_threshold=2)
+    assert not breaker.times_calls  # any elapsed given to record_success is then ignored
+    fail(breaker)
+    permit = breaker.acquire()
+    assert permit is not None
+    breaker.record_success(permit, 999.0)
+    assert breaker.snapshot()["consecutive_failures"] == 0
+    fail(breaker)
+    assert breaker.state == "closed"  # the success broke the chain: one failure since
+
+
 def test_a_slow_success_is_a_failure(clock: Any) -> None:
     breaker, recorder = make(clock, failure_threshold=2, slow_call=0.5)
     permit = breaker.acquire()

@@ -1,5 +1,6 @@
 """SlidingCounter: O(1) recording in a ring of buckets, totals over the last window."""
 
+import math
 from typing import Any
 
 import pytest
@@ -93,3 +94,24 @@ def test_matches_a_naive_count_of_the_same_slots(steps: list[tuple[float, int]])
         events.append((int(now[0] // 0.2), amount))
         current = int(now[0] // 0.2)
         assert counter.total() == sum(a for slot, a in events if slot > current - 10)
+
+
+# Spans of slots holding one where ``slot * width`` is not where ``now // width`` changes
+# (399.0 // 0.2 == 1994.0, for one).
+@pytest.mark.parametrize(("width", "since"), [(0.2, 396.0), (0.3, 297.0), (1 / 3, 330.0)])
+def test_slot_boundaries_agree_with_floor_division(width: float, since: float) -> None:
+    """The counter finds a new slot by comparing with the next slot's first clock reading;
+    around every boundary that must agree with ``int(now // width)`` to the last bit."""
+    now = [since]
+    counter = SlidingCounter(width * 10, 10, lambda: now[0])
+    events: list[int] = []
+    for slot in range(int(since // width) + 1, int(since // width) + 30):
+        start = slot * width
+        for at in (math.nextafter(start, 0), start, math.nextafter(start, math.inf)):
+            if at < now[0]:
+                continue
+            now[0] = at
+            counter.add()
+            events.append(int(at // width))
+            current = int(at // width)
+            assert counter.total() == sum(1 for s in events if s > current - 10)

@@ -6,6 +6,9 @@ import contextlib
 from typing import Any
 
 import httptools
+import pytest
+
+from sidecars.proxy.headers import FORWARD, HeaderRoles
 
 GET = b"GET /orders?id=7 HTTP/1.1\r\nHost: localhost:15001\r\n\r\n"
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nServer: test\r\n\r\nhello"
@@ -342,7 +345,111 @@ async def test_keep_alive_idleness_has_its_own_timeout(wire: Any) -> None:
     await w.settle()
     assert w.client_transport.closed
     fresh = w.connect()
-    fresh._idle_since -= 2  # a connection that never sent a byte
+    fresh._connected_at -= 0.5  # a connection that never sent a byte, for half a second
+    fresh._on_timer()
+    await w.settle()
+    assert not fresh.transport.closed  # type: ignore[union-attr]
+    fresh._connected_at -= 1
     fresh._on_timer()
     await w.settle()
     assert fresh.transport.closed  # type: ignore[union-attr]
+
+
+async def test_an_idle_tunnel_is_closed_after_the_idle_timeout(wire: Any) -> None:
+    w = wire(idle_timeout="30s")
+    await w.send(
+        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+    )
+    await w.answer(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n"
+    )
+    w.received()
+    timer = w.client._timer
+    assert timer.deadline - w.route.loop.time() == pytest.approx(30, abs=1)
+    # Each idle period with bytes moving either way keeps the tunnel; one without closes it.
+    for move in (lambda: w.send(b"ping"), lambda: w.answer(b"pong")):
+        await move()
+        w.client._on_timer()
+        await w.settle()
+        assert not w.client_transport.closed
+    w.client._on_timer()
+    await w.settle()
+    assert w.client_transport.closed and w.upstream_transport().closed
+
+
+async def test_the_upstream_reason_phrase_is_kept(wire: Any) -> None:
+    w = wire()
+    answers = [
+        (b"HTTP/1.1 200 OK\r\n", b"HTTP/1.1 200 OK\r\n"),
+        (b"HTTP/1.1 200 Fine Thanks\r\n", b"HTTP/1.1 200 Fine Thanks\r\n"),
+        (b"HTTP/1.0 404 Nope\r\n", b"HTTP/1.1 404 Nope\r\n"),  # our version, their phrase
+        (b"HTTP/1.1 299\r\n", b"HTTP/1.1 299 \r\n"),  # no phrase, unknown status
+    ]
+    for status_line, relayed in answers:
+        await w.send(GET)
+        await w.answer(status_line + b"Content-Length: 0\r\n\r\n")
+        assert w.received().startswith(relayed)
+    # A phrase in two reads, after an interim answer with a phrase of its own.
+    await w.send(GET)
+    await w.answer(b"HTTP/1.1 100 Carry On\r\n\r\nHTTP/1.1 503 Back ")
+    await w.answer(b"Soon\r\nContent-Length: 0\r\n\r\n")
+    assert w.received().startswith(b"HTTP/1.1 503 Back Soon\r\n")
+
+
+async def test_an_http10_client_asking_for_keep_alive_keeps_its_connection(wire: Any) -> None:
+    w = wire()
+    request = b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"
+    for _ in range(2):
+        await w.send(request)
+        await w.answer(OK)
+        status, response = parse_response(w.received())
+        assert (status, response.header("Connection"), response.body) == (
+            200,
+            "keep-alive",
+            b"hello",
+        )
+        assert not w.client_transport.closed
+    # A body of unknown length can only end with the connection: then it closes.
+    await w.send(request)
+    await w.answer(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n")
+    received = w.received()
+    assert b"Connection: close\r\n" in received and received.endswith(b"\r\n\r\nabc")
+    await w.settle()
+    assert w.client_transport.closed
+
+
+async def test_a_sidecar_made_answer_to_http10_closes(wire: Any) -> None:
+    w = wire()
+    w.route.breaker.force_open()
+    await w.send(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    status, response = parse_response(w.received())
+    assert (status, response.header("Connection")) == (503, "close")
+    await w.settle()
+    assert w.client_transport.closed
+
+
+async def test_header_names_are_matched_in_any_spelling(wire: Any) -> None:
+    w = wire()
+    for spelling in (b"x-request-id", b"X-REQUEST-ID", b"X-Request-Id"):
+        await w.send(b"GET / HTTP/1.1\r\nHost: a\r\n%b: id-%b\r\n\r\n" % (spelling, spelling))
+        request = parse_request(w.sent_upstream())
+        assert request.header("X-Request-Id") == "id-" + spelling.decode()
+        await w.answer(
+            b"HTTP/1.1 200 OK\r\nCONTENT-LENGTH: 2\r\nkeep-ALIVE: timeout=1\r\n"
+            b"Connection: KEEP-ALIVE\r\nX-Sidecar-attempts: 9\r\n\r\nok"
+        )
+        status, response = parse_response(w.received())
+        assert (status, response.body, response.header("X-Sidecar-Attempts")) == (200, b"ok", "1")
+        assert not response.names() & {"keep-alive", "connection"}
+    assert w.route.pool.idle_count == 1  # kept alive: every spelling was understood
+
+
+def test_header_spellings_are_remembered_within_a_bound() -> None:
+    roles = HeaderRoles({b"host": 1})
+    assert roles.learn(b"HOST") == 1 and roles.by_spelling[b"HOST"] == 1
+    assert roles.learn(b"Accept") == FORWARD
+    for n in range(5000):  # names a peer makes up are not remembered past the bound
+        roles.learn(b"X-Made-Up-%d" % n)
+    assert len(roles.by_spelling) <= 1024
+    assert roles.learn(b"x-" + b"long" * 100) == FORWARD
+    assert b"x-" + b"long" * 100 not in roles.by_spelling

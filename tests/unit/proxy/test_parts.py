@@ -13,8 +13,9 @@ from typing import Any
 
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from sidecars.observability import REGISTRY
 from sidecars.proxy import errors
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration, Outbox
@@ -25,7 +26,12 @@ from sidecars.proxy.headers import (
     origin_form,
     without_listed,
 )
-from sidecars.proxy.metrics import add_observations
+from sidecars.proxy.metrics import (
+    RouteMetrics,
+    add_observations,
+    add_to_counter,
+    bucket_counts,
+)
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.resolver import Resolver
 from sidecars.proxy.timer import DeadlineTimer
@@ -72,11 +78,12 @@ def test_the_upstream_head_carries_the_forwarding_headers() -> None:
     head.forwarded_for = b"10.0.0.1"
     head.request_id = b"r-1"
     head.content_length = 12
-    text = head.upstream_head(b"/v2", b"backend:8080", b"192.0.2.7").decode()
+    text = b"".join(head.upstream_head(b"/v2", b"backend:8080", b"192.0.2.7", 2)).decode()
     assert text == (
         "PUT /v2/items/1 HTTP/1.1\r\nHost: backend:8080\r\nAccept: */*\r\n"
         "X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"
         "X-Request-Id: r-1\r\nX-Forwarded-Host: app.local\r\nContent-Length: 12\r\n"
+        "X-Sidecar-Attempt: 2\r\n\r\n"
     )
 
 
@@ -100,6 +107,15 @@ def test_sidecar_answers_follow_the_contract() -> None:
         "detail": "the circuit to the upstream is open",
         "upstream": "payments",
     }
+    # The open circuit's pre-built answer is the same bytes, whatever the request id.
+    for request_id, retry_after in ((b"r-9", 7), (b"other-id", 7), (b"r-9", 1)):
+        assert responses.circuit_open(retry_after, request_id) == responses.render(
+            errors.CIRCUIT_OPEN,
+            attempts=0,
+            close=False,
+            request_id=request_id,
+            retry_after=retry_after,
+        )
     closing = responses.render(errors.UPSTREAM_TIMEOUT, attempts=3, close=True, request_id=b"x")
     assert closing.startswith(b"HTTP/1.1 504 Gateway Timeout\r\n")
     assert b"Connection: close\r\n" in closing
@@ -154,13 +170,15 @@ def test_batched_observations_match_observe() -> None:
     buckets = (0.001, 0.005, 0.25, 10.0)
     one_by_one, batched = CollectorRegistry(), CollectorRegistry()
     direct = Histogram("h", "h", ["a"], buckets=buckets, registry=one_by_one).labels("x")
+    direct_count = Counter("c", "c", ["a"], registry=one_by_one).labels("x")
     for value in values:
         direct.observe(value)
+        direct_count.inc()
     child = Histogram("h", "h", ["a"], buckets=buckets, registry=batched).labels("x")
-    counts = [0] * (len(buckets) + 1)
-    for value in values:
-        counts[next(i for i, bound in enumerate((*buckets, math.inf)) if value <= bound)] += 1
+    counts = bucket_counts((*buckets, math.inf), values[::-1])  # in any order: it sorts
+    assert counts == [3, 1, 2, 1, 1]  # a value on a bound is in that bound's bucket
     add_observations(child, counts, sum(values))
+    add_to_counter(Counter("c", "c", ["a"], registry=batched).labels("x"), len(values))
 
     def samples(registry: CollectorRegistry) -> list[str]:
         text = generate_latest(registry).decode()
@@ -169,21 +187,53 @@ def test_batched_observations_match_observe() -> None:
     assert samples(batched) == samples(one_by_one)
 
 
+def test_route_metrics_are_published_once_per_iteration() -> None:
+    deferred: list[Any] = []
+    end_of_iteration = SimpleNamespace(defer=deferred.append)
+    metrics = RouteMetrics("breaker", "tallied", end_of_iteration)  # type: ignore[arg-type]
+
+    def value(name: str, **labels: str) -> float:
+        found = REGISTRY.get_sample_value(
+            name, {"sidecar": "breaker", "upstream": "tallied", **labels}
+        )
+        return found or 0.0
+
+    for status, duration in ((200, 0.0004), (200, 0.003), (503, 0.0004)):
+        metrics.answered(status, duration)
+    metrics.attempt_succeeded()
+    metrics.circuit_rejected()
+    assert len(deferred) == 1  # one publish per iteration, however many answers
+    assert value("sidecar_requests_total", code="200") == 0  # not before the iteration ends
+    deferred.pop()()
+    assert value("sidecar_requests_total", code="200") == 2
+    assert value("sidecar_requests_total", code="503") == 1
+    assert value("sidecar_upstream_attempts_total", outcome="success") == 1
+    assert value("sidecar_circuit_rejected_total") == 1
+    histogram = "sidecar_request_duration_seconds_bucket"
+    assert (value(histogram, le="0.001"), value(histogram, le="0.005")) == (2, 3)
+    assert metrics.answered_total == 3
+    metrics.answered(200, 0.0004)
+    deferred.pop()()
+    assert value("sidecar_requests_total", code="200") == 3
+
+
 async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
     stream = io.BytesIO()
     log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
-    head = SimpleNamespace(
+    exchange = SimpleNamespace(
         method=b"GET",
         target=b'/a?q="x"\\\xff\x01',  # what a client may put in a path, escaped in JSON
         request_id=b"r-1",
+        request_id_given=False,
         user_agent=b"ua \x7f",
-    )
-    route = SimpleNamespace(json_name=b'"payments"')
-    exchange = SimpleNamespace(
-        head=head, route=route, attempt=2, bytes_sent=10, client=SimpleNamespace(peer=b"10.0.0.1")
+        route=SimpleNamespace(json_name=b'"payments"'),
+        attempt=2,
+        bytes_sent=10,
+        client=SimpleNamespace(peer=b"10.0.0.1"),
     )
     log.write(exchange, 200, 0.0012345678)  # type: ignore[arg-type]
-    head.user_agent = None
+    exchange.user_agent = None
+    exchange.request_id, exchange.request_id_given = b'client "id"\\', True
     log.write(exchange, 503, 0.5)  # type: ignore[arg-type]
     assert stream.getvalue() == b""
     await asyncio.sleep(0)
@@ -200,6 +250,33 @@ async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
     assert first["timestamp"].endswith("Z") and len(first["timestamp"]) == 27
     assert (first["event"], first["level"], first["sidecar"]) == ("access", "info", "breaker")
     assert (second["status"], second["user_agent"]) == (503, None)
+    assert second["request_id"] == 'client "id"\\'
+    # One loop iteration, one timestamp (taken once per iteration, as nginx caches its time).
+    assert second["timestamp"] == first["timestamp"]
+
+
+async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
+    stream = io.BytesIO()
+    log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
+    exchange = SimpleNamespace(
+        method=b"GET",
+        target=b"/",
+        request_id=b"r",
+        request_id_given=False,
+        user_agent=b"",
+        route=SimpleNamespace(json_name=b'"up"'),
+        attempt=1,
+        bytes_sent=0,
+        client=SimpleNamespace(peer=b"10.0.0.1"),
+    )
+    agents = [b'agent "%d"' % n for n in range(300)] + [b'agent "0"']
+    for agent in agents:
+        exchange.user_agent = agent
+        log.write(exchange, 200, 0.001)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert [line["user_agent"] for line in lines] == [agent.decode() for agent in agents]
+    assert len(log._user_agents) <= 256
 
 
 async def test_names_are_resolved_again_after_the_ttl() -> None:
