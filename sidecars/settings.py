@@ -32,6 +32,7 @@ __all__ = [
     "RetryOn",
     "RetrySettings",
     "RouteSettings",
+    "UnixAddress",
     "Upstream",
     "load",
     "to_json_dict",
@@ -174,10 +175,39 @@ class ProxySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class UnixAddress:
+    """A Unix socket to listen on (``unix:///var/run/fluent.sock``, as FireLens uses)."""
+
+    path: str
+
+    def __str__(self) -> str:
+        return f"unix://{self.path}"
+
+
+def listen_address(raw: str) -> HostPort | UnixAddress:
+    """``host:port``, or ``unix:///absolute/path`` for a Unix socket."""
+    text = raw.strip()
+    if text.startswith("unix://"):
+        path = text[len("unix://") :]
+        if not path.startswith("/") or path == "/" or "\0" in path:
+            raise ValueError("unix:///absolute/path/to/socket, or host:port")
+        return UnixAddress(path)
+    try:
+        return p.host_port(text)
+    except ValueError:
+        raise ValueError(
+            "host:port, e.g. 0.0.0.0:24224 (port 0-65535), or unix:///path/to/socket"
+        ) from None
+
+
+_DEFAULT_FORWARD_LISTEN: HostPort | UnixAddress = p.host_port("0.0.0.0:24224")
+
+
+@dataclass(frozen=True, slots=True)
 class LogAdapterSettings:
     common: CommonSettings
     inputs: tuple[str, ...]
-    forward_listen: HostPort
+    forward_listen: HostPort | UnixAddress
     forward_shared_key: str | None
     tail_paths: tuple[str, ...]
     syslog_listen: HostPort
@@ -445,7 +475,7 @@ def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
     settings = LogAdapterSettings(
         common=common,
         inputs=inputs,
-        forward_listen=reader.get("FORWARD_LISTEN", p.host_port, p.host_port("0.0.0.0:24224")),
+        forward_listen=reader.get("FORWARD_LISTEN", listen_address, _DEFAULT_FORWARD_LISTEN),
         forward_shared_key=reader.get("FORWARD_SHARED_KEY", str.strip),
         tail_paths=tail_paths,
         syslog_listen=reader.get("SYSLOG_LISTEN", p.host_port, p.host_port("0.0.0.0:5140")),
@@ -480,7 +510,7 @@ _URL_FIELDS = {"state_redis_url"}
 
 def to_json_dict(settings: Any) -> Any:
     """Settings as JSON-ready data with secrets masked (for ``sidecars config`` and /status)."""
-    if isinstance(settings, (Upstream, HostPort, RetryOn)):
+    if isinstance(settings, (Upstream, HostPort, RetryOn, UnixAddress)):
         return str(settings)
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         out: dict[str, Any] = {}

@@ -14,11 +14,16 @@ milliseconds or nanoseconds start with 1 and dates have too few digits: no candi
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
-_CLASSES = bytes(ord("0") if chr(byte) in "0123456789 -" else ord("x") for byte in range(256))
+RUN_CHARACTERS = "0123456789 -"
+"""What a card number is written with."""
+_CLASSES = bytes(ord("0") if chr(byte) in RUN_CHARACTERS else ord("x") for byte in range(256))
 _RUN = b"0" * 13
+_ZEROS = re.compile(b"0*")
 _PREFIXES = ("4", "51", "52", "53", "54", "55", "22", "23", "24", "25", "26", "27",
              "34", "37", "30", "36", "38", "39", "35", "6", "50")
+_FIRST_DIGITS = frozenset("23456")
 _NUMBER = re.compile(r"\d(?:[ -]?\d){12,18}")
 MASK = "[REDACTED:credit_card]"
 
@@ -47,24 +52,29 @@ def is_card_number(text: str) -> bool:
     return 13 <= len(digits) <= 19 and digits.startswith(_PREFIXES) and luhn_valid(digits)
 
 
+def plausible_runs(text: str, classes: bytes) -> Iterator[int]:
+    """Where runs of digits, spaces and dashes that could hold a card number (13 or more
+    digits, starting like a card) begin in ``text``. ``classes`` has one byte per character
+    of ``text``: ``0`` for the ``RUN_CHARACTERS``, anything else for the others."""
+    index = classes.find(_RUN)
+    while index >= 0:
+        match = _ZEROS.match(classes, index)
+        assert match is not None  # "0*" always matches
+        end = match.end()
+        run = text[index:end].lstrip(" -")
+        if run[:1] in _FIRST_DIGITS and len(run) - run.count(" ") - run.count("-") >= 13:
+            yield index
+        index = classes.find(_RUN, end)
+
+
 def may_hold_card(text: str) -> bool:
     """Whether ``text`` has a run of digits that could be a card number (cheap)."""
     classes = _classes(text)
-    index = classes.find(_RUN)
-    if index < 0:
+    if classes.find(_RUN) < 0:
         return False
     if not text.isascii():  # byte offsets are not character offsets: let the masking decide
         return True
-    while index >= 0:
-        end = classes.find(b"x", index)
-        run = text[index : end if end >= 0 else len(text)].lstrip(" -")
-        digits = len(run) - run.count(" ") - run.count("-")
-        if run[:1] in ("2", "3", "4", "5", "6") and digits >= 13:
-            return True
-        if end < 0:
-            return False
-        index = classes.find(_RUN, end)
-    return False
+    return next(plausible_runs(text, classes), None) is not None
 
 
 def mask_cards(text: str) -> tuple[str, int]:

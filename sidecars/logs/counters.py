@@ -4,6 +4,8 @@ totals for /status."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+
 from prometheus_client import Counter
 
 from sidecars import observability
@@ -16,7 +18,7 @@ class ProcessingCounters:
     """Formats seen, redactions per rule, truncations per reason, multi-line groups."""
 
     def __init__(self, line_limit: int, group_limit: int) -> None:
-        self.formats: dict[str, int] = {}
+        self.formats: defaultdict[str, int] = defaultdict(int)
         self.truncated: dict[str, int] = {}
         self.groups = 0
         self.totals: dict[str, dict[str, int]] = {
@@ -27,6 +29,7 @@ class ProcessingCounters:
         }
         self._limits = {"max_line_bytes": line_limit, "multiline_max_bytes": group_limit}
         self._logged: dict[str, float] = {}
+        self._children: dict[tuple[Counter, str], Counter] = {}
 
     def publish(self, redactions: dict[str, int], now: float) -> None:
         """Add this call's counts to the metrics and totals; ``redactions`` (the redactor's
@@ -45,12 +48,13 @@ class ProcessingCounters:
             totals["multiline_groups"]["total"] += self.groups
             self.groups = 0
 
-    @staticmethod
-    def _add(
-        metric: Counter, counts: dict[str, int], totals: dict[str, int]
-    ) -> None:
+    def _add(self, metric: Counter, counts: dict[str, int], totals: dict[str, int]) -> None:
+        children = self._children
         for label, count in counts.items():
-            metric.labels(label).inc(count)
+            child = children.get((metric, label))
+            if child is None:  # ``labels()`` takes a lock and builds a key: once per label
+                child = children[(metric, label)] = metric.labels(label)
+            child.inc(count)
             totals[label] = totals.get(label, 0) + count
         counts.clear()
 

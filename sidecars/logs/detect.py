@@ -12,8 +12,9 @@ record counted under the format ``unparsed``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from sidecars.logs import timestamps
+from sidecars.logs import normalise, timestamps
 from sidecars.logs.formats import Parser, access, json, klog, logfmt, regex, syslog, text
 from sidecars.logs.model import Record
 
@@ -25,35 +26,49 @@ def _looks_like_access(line: str) -> bool:
     return line.find(" [", 0, 80) > 0 and '] "' in line
 
 
-def detect(line: str, now: float) -> tuple[str, Record]:
-    """Auto-detect the format of ``line`` and parse it."""
+def _json(line: str, now: float) -> tuple[str, Record]:
+    record = json.parse(line, now)
+    if record is None:
+        return "text", text.parse_plain(line, now)
+    record.setdefault("message", "")
+    return "json", record
+
+
+def _digit(line: str, now: float) -> tuple[str, Record]:
+    record: Record | None = None
+    if line[4:5] == "/":
+        if line[19:21] == " [":
+            record = access.parse_nginx_error(line, now)
+            if record is not None:
+                return "nginx_error", record
+        record = text.parse_go(line, now)
+    elif line[4:5] == "-" or line[2:3] == ":":
+        record = text.parse_stamped(line, now)
+    elif line.find(" [", 0, 80) > 0 and '] "' in line:  # ``_looks_like_access``, inlined
+        record = access.parse(line, now)
+        if record is not None:
+            return "clf", record
+    return "text", record if record is not None else text.parse_plain(line, now)
+
+
+def _syslog(line: str, now: float) -> tuple[str, Record]:
+    record = syslog.parse(line, now)
+    if record is None:
+        return "text", text.parse_plain(line, now)
+    return "syslog", record
+
+
+def _bracketed(line: str, now: float) -> tuple[str, Record]:
+    record = text.parse_stamped(line, now)
+    return "text", record if record is not None else text.parse_plain(line, now)
+
+
+def _other(line: str, now: float) -> tuple[str, Record]:
     first = line[:1]
     record: Record | None = None
-    if first == "{":
-        record = json.parse(line, now)
-        if record is not None:
-            record.setdefault("message", "")
-            return "json", record
-    elif first.isdigit():
-        if line[4:5] == "/":
-            if line[19:21] == " [":
-                record = access.parse_nginx_error(line, now)
-                if record is not None:
-                    return "nginx_error", record
-            record = text.parse_go(line, now)
-        elif line[4:5] == "-" or line[2:3] == ":":
-            record = text.parse_stamped(line, now)
-        elif _looks_like_access(line):
-            record = access.parse(line, now)
-            if record is not None:
-                return "clf", record
-    elif first == "<":
-        record = syslog.parse(line, now)
-        if record is not None:
-            return "syslog", record
-    elif first == "[":
-        record = text.parse_stamped(line, now)
-    elif klog.looks_like(line):
+    if first.isdigit():  # a digit outside ASCII
+        return _digit(line, now)
+    if klog.looks_like(line):
         record = klog.parse(line, now)
         if record is not None:
             return "klog", record
@@ -64,8 +79,10 @@ def detect(line: str, now: float) -> tuple[str, Record]:
         if record is not None:
             return "clf", record
     elif logfmt.looks_like(line):
-        record = logfmt.parse(line, now)
-        if record is not None:
+        data = logfmt.data(line)
+        if data is not None:
+            record = normalise.from_mapping(data, owned=True)
+            record.setdefault("message", "")
             return "logfmt", record
     elif line[:3] in timestamps.MONTHS and line[3:4] == " ":
         record = syslog.parse(line, now)
@@ -73,9 +90,39 @@ def detect(line: str, now: float) -> tuple[str, Record]:
             return "syslog", record
     elif first.isupper():
         record = text.parse_python_basic(line, now)
-    if record is None:
-        record = text.parse_plain(line, now)
-    return "text", record
+    return "text", record if record is not None else text.parse_plain(line, now)
+
+
+def looks_like_access(line: str) -> bool:
+    """Whether ``detect`` tries ``line`` as an access line first (a digit-led line)."""
+    return (
+        line[:1] in _ASCII_DIGITS
+        and line[4:5] not in _DATE_SEPARATORS
+        and line[2:3] != ":"
+        and line.find(" [", 0, 80) > 0
+        and '] "' in line
+    )
+
+
+def logfmt_data(line: str) -> dict[str, Any] | None:
+    """The pairs of a line that ``detect`` reads as logfmt (None for any other line), before
+    normalisation. A line that ``logfmt.looks_like`` (``key=`` first) is neither digit-led nor
+    klog nor Ruby Logger, so of ``_other``'s earlier checks only the access one is left."""
+    if not logfmt.looks_like(line) or (line.find(" [", 0, 80) > 0 and '] "' in line):
+        return None
+    return logfmt.data(line)
+
+
+_ASCII_DIGITS = frozenset("0123456789")
+_DATE_SEPARATORS = frozenset("/-")
+_BY_FIRST: dict[str, LineParser] = {
+    "{": _json, "<": _syslog, "[": _bracketed, **dict.fromkeys("0123456789", _digit)
+}
+
+
+def detect(line: str, now: float) -> tuple[str, Record]:
+    """Auto-detect the format of ``line`` and parse it (by its first character)."""
+    return _BY_FIRST.get(line[:1], _other)(line, now)
 
 
 def _forced(name: str, *parsers: Parser) -> LineParser:

@@ -32,6 +32,7 @@ MAX_DECOMPRESSED_BYTES = 64 * 1024 * 1024
 UDP_HEARTBEAT = b"\x00"
 
 EventTuple = tuple[float | None, dict[str, Any]]
+_EVENT_TIME = struct.Struct(">II")
 
 
 class ForwardProtocolError(ValueError):
@@ -46,6 +47,9 @@ class ForwardMessage:
     events: list[EventTuple]
     chunk: str | None
     mode: str
+    clean: bool = False
+    """Every string of the events is known to be valid UTF-8 (PackedForward entries that
+    decoded strictly): no undecodable bytes to repair."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,12 +89,25 @@ def event_time(value: Any) -> float | None:
 
 
 def _entry(value: Any) -> EventTuple:
+    if value.__class__ is list and len(value) == 2:
+        stamp, record = value
+        if stamp.__class__ is float and record.__class__ is dict:  # an EventTime, decoded
+            return stamp, record
     if not isinstance(value, list) or len(value) != 2:
         raise ForwardProtocolError("an entry is not [time, record]")
     record = value[1]
     if not isinstance(record, dict):
         raise ForwardProtocolError(f"a record is a {type(record).__name__}, not a map")
     return event_time(value[0]), record
+
+
+def _event_time_ext(code: int, data: bytes) -> Any:
+    """msgpack's ``ext_hook`` for PackedForward entries: an EventTime becomes its epoch
+    seconds at once (what ``event_time`` makes of it), any other ext an ``ExtType``."""
+    if code == EVENT_TIME_EXT and len(data) == 8:
+        seconds, nanoseconds = _EVENT_TIME.unpack(data)
+        return float(seconds) + float(nanoseconds) / 1e9
+    return msgpack.ExtType(code, data)
 
 
 def _inflate(data: bytes) -> bytes:
@@ -113,15 +130,28 @@ def _inflate(data: bytes) -> bytes:
     return b"".join(out)
 
 
-def _packed_entries(payload: bytes) -> list[EventTuple]:
-    unpacker = new_unpacker(max(len(payload), 1))
-    unpacker.feed(payload)
-    try:
-        return [_entry(item) for item in unpacker]
-    except ForwardProtocolError:
-        raise
-    except ValueError as error:
-        raise ForwardProtocolError(f"bad PackedForward entries: {error}") from None
+def _packed_entries(payload: bytes) -> tuple[list[EventTuple], bool]:
+    """The entries, and whether all their strings are valid UTF-8: decoded strictly first
+    (then nothing needs repair downstream), else again keeping undecodable bytes as
+    surrogates, as ``new_unpacker`` does."""
+    for errors in ("strict", "surrogateescape"):
+        unpacker = msgpack.Unpacker(
+            raw=False,
+            unicode_errors=errors,
+            strict_map_key=False,
+            max_buffer_size=max(len(payload), 1),
+            ext_hook=_event_time_ext,
+        )
+        unpacker.feed(payload)
+        try:
+            return [_entry(item) for item in unpacker], errors == "strict"
+        except ForwardProtocolError:
+            raise
+        except UnicodeDecodeError:
+            continue
+        except ValueError as error:
+            raise ForwardProtocolError(f"bad PackedForward entries: {error}") from None
+    raise AssertionError("unreachable: surrogateescape decodes any bytes")
 
 
 def decode_message(value: Any) -> ForwardMessage | Heartbeat:
@@ -134,6 +164,7 @@ def decode_message(value: Any) -> ForwardMessage | Heartbeat:
     if not isinstance(tag, str):
         raise ForwardProtocolError("the tag is not a string")
     second = value[1]
+    clean = False
     if isinstance(second, list):
         option = value[2] if len(value) > 2 else None
         events, mode = [_entry(item) for item in second], "forward"
@@ -143,7 +174,7 @@ def decode_message(value: Any) -> ForwardMessage | Heartbeat:
         compressed = isinstance(option, dict) and option.get("compressed") == "gzip"
         if compressed:
             payload = _inflate(payload)
-        events = _packed_entries(payload)
+        events, clean = _packed_entries(payload)
         mode = "compressed_packed_forward" if compressed else "packed_forward"
     else:
         if len(value) < 3:
@@ -155,7 +186,7 @@ def decode_message(value: Any) -> ForwardMessage | Heartbeat:
     chunk = option.get("chunk") if option else None
     if chunk is not None and not isinstance(chunk, str):
         raise ForwardProtocolError("the chunk option is not a string")
-    return ForwardMessage(tag, events, chunk, mode)
+    return ForwardMessage(tag, events, chunk, mode, clean)
 
 
 def encode_ack(chunk: str) -> bytes:

@@ -69,7 +69,7 @@ def from_value(value: object) -> str | None:
     """A level field as found in structured data: a word, a number or a numeric string."""
     if isinstance(value, str):
         level = from_name(value)
-        if level is None and value.isdigit():
+        if level is None and value.isdecimal():  # what int() reads ("²".isdigit() is true)
             return from_number(int(value))
         return level
     if isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -39,6 +39,9 @@ _JAVA_EXCEPTION = re.compile(
 )
 _JAVA_THREAD = 'Exception in thread "'
 _JAVA_MORE = ("Caused by: ", "Suppressed: ")
+CAPITAL_TRACE_STARTS = (PYTHON_TRACEBACK, _JAVA_THREAD)
+"""How the only lines led by a capital letter that ``classify`` may not answer ``NEW_HEAD``
+for start (with Ruby frames, which hold ``.rb:``)."""
 _GO_DUMP = re.compile(
     r"goroutine \d+ \[|created by |\[signal |exit status \d|[\w$./*()\[\]{}-]+\(.*\)$"
 )

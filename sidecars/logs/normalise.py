@@ -17,7 +17,7 @@ pass over its aliased keys, and the object itself becomes ``attributes``.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -112,121 +112,306 @@ def _merge_error(record: Record, attributes: dict[str, Any], key: str, value: An
     return False
 
 
-_plans: dict[tuple[str, ...], list[tuple[str, int]]] = {}
+class Plan(NamedTuple):
+    """How the aliased keys of one key set map to the record (``_plan``)."""
+
+    aliases: list[tuple[str, int]]
+    """The aliased keys with their targets, in alias-table order."""
+    keys: tuple[str, ...]
+    """The aliased keys alone."""
+    simple: tuple[str | None, ...] | None
+    """When each target has at most one key, and every target is one of message, level,
+    time, logger, trace id, span id and service: the key of each, in that order (None for
+    a target the key set lacks). None otherwise."""
 
 
-def _plan(keys: tuple[str, ...]) -> list[tuple[str, int]]:
-    """The aliased keys of a key set, in alias-table order (so ``message`` beats ``msg``
-    whatever the line's key order). Cached: one application writes the same keys."""
+_SIMPLE_TARGETS = (_MESSAGE, _LEVEL, _TIME, _LOGGER, _TRACE, _SPAN, _SERVICE)
+_plans: dict[tuple[str, ...], Plan] = {}
+
+
+def _plan(keys: tuple[str, ...]) -> Plan:
+    """The plan of a key set (``message`` beats ``msg`` whatever the line's key order).
+    Cached: one application writes the same keys on every line."""
     plan = _plans.get(keys)
     if plan is None:
         if len(_plans) >= 2048:
             _plans.clear()
-        plan = _plans[keys] = sorted(
+        aliases = sorted(
             ((key, ALIASES[key]) for key in keys if key in ALIASES), key=lambda item: _RANK[item[0]]
         )
+        targets = [target for _, target in aliases]
+        simple = None
+        if len(set(targets)) == len(targets) and set(targets) <= set(_SIMPLE_TARGETS):
+            by_target = {target: key for key, target in aliases}
+            if by_target.get(_MESSAGE) != "log":  # ``log`` may be an ECS object
+                simple = tuple(by_target.get(target) for target in _SIMPLE_TARGETS)
+        plan = _plans[keys] = Plan(aliases, tuple(key for key, _ in aliases), simple)
     return plan
 
 
 def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
     """The record fields of one structured line or event (see the module docstring).
-    ``owned``: ``data`` was decoded for this call and may be reused as ``attributes``."""
-    record: Record = {}
+    ``owned``: ``data`` was decoded for this call and may be reused as ``attributes``.
+
+    This runs for every JSON line, so the usual key sets (one key per target, the common
+    targets: ``Plan.simple``) take a path with no loop and the usual value types inline;
+    any other value goes through ``_apply`` like every key of the other key sets.
+    """
     attributes = data if owned else dict(data)
-    for key, target in _plan(tuple(data)):
-        value = attributes.pop(key)
-        if target == _MESSAGE:
-            if key == "log" and isinstance(value, Mapping):
-                _ecs_log(record, attributes, value)
-            elif "message" in record or value is None:
-                attributes[key] = value
+    keys = tuple(data)
+    plan = _plans.get(keys)
+    if plan is None:
+        plan = _plan(keys)
+    record: Record = {}
+    simple = plan.simple
+    if simple is None:
+        for key, target in plan.aliases:
+            _apply(record, attributes, key, target, attributes.pop(key))
+    else:
+        message_key, level_key, time_key, logger_key, trace_key, span_key, service_key = simple
+        if message_key is not None:
+            value = attributes.pop(message_key)
+            if value.__class__ is str:
+                record["message"] = value
             else:
-                record["message"] = value if value.__class__ is str else _text(value)
-        elif target == _LEVEL:
-            level = None
-            if "level" not in record:
-                level = _LEVEL_NAMES.get(value) if value.__class__ is str else None
-                if level is None:
-                    level = levels.from_value(value)
+                _apply(record, attributes, message_key, _MESSAGE, value)
+        if level_key is not None:
+            value = attributes.pop(level_key)
+            kind = value.__class__
+            level = (
+                _LEVEL_NAMES.get(value)
+                if kind is str
+                else levels.from_number(value)
+                if kind is int
+                else None
+            )
             if level is None:
-                attributes[key] = value
+                _apply(record, attributes, level_key, _LEVEL, value)
             else:
                 record["level"] = level
-        elif target == _TIME:
+        if time_key is not None:
+            value = attributes.pop(time_key)
+            kind = value.__class__
             stamp = None
-            if "timestamp" not in record:
-                kind = value.__class__
-                if kind is str:
-                    stamp = _from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
-                elif kind is int or kind is float:
-                    stamp = _from_epoch(value)
+            if kind is str:
+                stamp = _from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+            elif kind is float or kind is int:
+                stamp = _from_epoch(value)
             if stamp is None:
-                attributes[key] = value
+                _apply(record, attributes, time_key, _TIME, value)
             else:
                 record["timestamp"] = stamp
-        elif target == _LOGGER:
-            if isinstance(value, str) and "logger" not in record:
+        if logger_key is not None:
+            value = attributes.pop(logger_key)
+            if value.__class__ is str:
                 record["logger"] = value
             else:
-                attributes[key] = value
-        elif target in (_TRACE, _SPAN):
-            field = "trace_id" if target == _TRACE else "span_id"
-            if isinstance(value, Mapping) and field not in record and "id" in value:
-                ident = _id(value["id"])
-                rest = {k: v for k, v in value.items() if k != "id"}
-                if rest:
-                    attributes[key] = rest
+                attributes[logger_key] = value
+        if trace_key is not None:
+            value = attributes.pop(trace_key)
+            if value.__class__ is str and value:
+                record["trace_id"] = value
             else:
-                ident = None if field in record else _id(value)
-                if ident is None:
-                    attributes[key] = value
-            if ident is not None:
-                record[field] = ident
-        elif target == _TRACEPARENT:
-            ids = traceparent_ids(value)
-            if ids is None:
-                attributes[key] = value
+                _apply(record, attributes, trace_key, _TRACE, value)
+        if span_key is not None:
+            value = attributes.pop(span_key)
+            if value.__class__ is str and value:
+                record["span_id"] = value
             else:
-                record.setdefault("trace_id", ids[0])
-                record.setdefault("span_id", ids[1])
-        elif target == _SERVICE:
-            if isinstance(value, Mapping) and isinstance(value.get("name"), str):
-                record.setdefault("service", value["name"])
-                rest = {k: v for k, v in value.items() if k != "name"}
-                if rest:
-                    attributes[key] = rest
-            elif isinstance(value, str) and value[:1].isalpha() and "service" not in record:
-                record["service"] = value  # a name: Heroku's service=3ms is a duration
+                _apply(record, attributes, span_key, _SPAN, value)
+        if service_key is not None:
+            value = attributes.pop(service_key)
+            if value.__class__ is str and value[:1].isalpha():
+                record["service"] = value
             else:
-                attributes[key] = value
-        elif target in (_ERROR, _ERROR_STACK):
-            if not _merge_error(record, attributes, key, value):
-                attributes[key] = value
-        elif target in (_ERROR_MESSAGE, _ERROR_TYPE):
-            if isinstance(value, str):
-                field = "message" if target == _ERROR_MESSAGE else "type"
-                record.setdefault("error", {}).setdefault(field, value)
-            else:
-                attributes[key] = value
-        elif target == _SEVERITY_NUMBER:
-            level = None
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                level = levels.from_severity_number(value)
-            if level is None or "level" in record:
-                attributes[key] = value
-            else:
-                record["level"] = level
-        elif target in (_CONTAINER_ID, _CONTAINER_NAME):
-            field = "container_id" if target == _CONTAINER_ID else "container_name"
-            if isinstance(value, str):
-                record[field] = value.lstrip("/") if target == _CONTAINER_NAME else value
-            else:
-                attributes[key] = value
-        elif target == _DATADOG:
-            _datadog(record, attributes, value)
+                _apply(record, attributes, service_key, _SERVICE, value)
     if attributes:
         record["attributes"] = attributes
     return record
+
+
+def schema_record(
+    data: dict[str, Any],
+    service: str | None,
+    default_time: str | None,
+    head: Record | None = None,
+) -> Record | None:
+    """The whole output record of one JSON (or logfmt) line, in schema order, built at once
+    (no fields dict merged into defaults), when its key set is simple (``Plan.simple``) and
+    its values are the usual ones: text message, logger, ids and service name, a level word
+    or number, a timestamp that reads. None otherwise, with ``data`` as it was:
+    ``from_mapping`` then.
+
+    ``service``: the one configured or known from the container (None: the line's, else
+    ``unknown``); ``default_time``: the timestamp of a line without one (None: left for the
+    caller); ``head``: fields that follow ``service`` (stream, container). ``data`` (the
+    decoded line) becomes ``attributes``."""
+    keys = tuple(data)
+    plan = _plans.get(keys)
+    if plan is None:
+        plan = _plan(keys)
+    simple = plan.simple
+    if simple is None:
+        return None
+    message_key, level_key, time_key, logger_key, trace_key, span_key, service_key = simple
+    pop = data.pop
+    message = pop(message_key) if message_key is not None else ""
+    raw_level: Any = pop(level_key) if level_key is not None else "info"
+    raw_time: Any = pop(time_key) if time_key is not None else default_time
+    logger = pop(logger_key) if logger_key is not None else None
+    trace = pop(trace_key) if trace_key is not None else None
+    span = pop(span_key) if span_key is not None else None
+    hint = pop(service_key) if service_key is not None else None
+    level: str | None = raw_level
+    if level_key is not None:
+        kind = raw_level.__class__
+        level = (
+            _LEVEL_NAMES.get(raw_level)
+            if kind is str
+            else levels.from_number(raw_level)
+            if kind is int
+            else None
+        )
+    stamp: str | None = raw_time
+    if time_key is not None:
+        kind = raw_time.__class__
+        if kind is str:
+            stamp = _from_iso(raw_time) if raw_time[4:5] == "-" else timestamps.from_text(raw_time)
+        elif kind is float or kind is int:
+            stamp = _from_epoch(raw_time)
+        else:
+            stamp = None
+    if (
+        message.__class__ is not str
+        or level is None
+        or (time_key is not None and stamp is None)
+        or (logger_key is not None and logger.__class__ is not str)
+        or (trace_key is not None and (trace.__class__ is not str or not trace))
+        or (span_key is not None and (span.__class__ is not str or not span))
+        or (service_key is not None and (hint.__class__ is not str or not hint[:1].isalpha()))
+    ):
+        taken = (message, raw_level, raw_time, logger, trace, span, hint)
+        pairs = zip(simple, taken, strict=True)
+        _restore(data, keys, {key: value for key, value in pairs if key is not None})
+        return None
+    service = service or hint or "unknown"
+    record: Record = {"timestamp": stamp, "level": level, "message": message, "service": service}
+    if head:
+        record.update(head)
+    if logger_key is not None:
+        record["logger"] = logger
+    if trace_key is not None:
+        record["trace_id"] = trace
+    if span_key is not None:
+        record["span_id"] = span
+    if hint is not None and hint != service:
+        data.setdefault("service", hint)
+    if data:
+        record["attributes"] = data
+    return record
+
+
+def _restore(data: dict[str, Any], keys: tuple[str, ...], taken: dict[str, Any]) -> None:
+    """Put back the values ``schema_record`` took out, each in its place (``keys``: the
+    original order, which only refilling the dict restores)."""
+    rest = dict(data)
+    data.clear()
+    for key in keys:
+        data[key] = taken[key] if key in taken else rest[key]
+
+
+def _apply(record: Record, attributes: dict[str, Any], key: str, target: int, value: Any) -> None:
+    """One aliased key (taken out of ``attributes``) into the record, or back into
+    ``attributes`` when its value cannot be used or an earlier alias already gave the field."""
+    kind = value.__class__
+    if target == _MESSAGE:
+        if key == "log" and isinstance(value, Mapping):
+            _ecs_log(record, attributes, value)
+        elif "message" in record or value is None:
+            attributes[key] = value
+        else:
+            record["message"] = value if kind is str else _text(value)
+    elif target == _LEVEL:
+        level = None
+        if "level" not in record:
+            level = _LEVEL_NAMES.get(value) if kind is str else None
+            if level is None:
+                level = levels.from_value(value)
+        if level is None:
+            attributes[key] = value
+        else:
+            record["level"] = level
+    elif target == _TIME:
+        stamp = None
+        if "timestamp" not in record:
+            if kind is str:
+                stamp = _from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+            elif kind is int or kind is float:
+                stamp = _from_epoch(value)
+        if stamp is None:
+            attributes[key] = value
+        else:
+            record["timestamp"] = stamp
+    elif target == _LOGGER:
+        if kind is str and "logger" not in record:
+            record["logger"] = value
+        else:
+            attributes[key] = value
+    elif target in (_TRACE, _SPAN):
+        field = "trace_id" if target == _TRACE else "span_id"
+        if isinstance(value, Mapping) and field not in record and "id" in value:
+            ident = _id(value["id"])
+            rest = {k: v for k, v in value.items() if k != "id"}
+            if rest:
+                attributes[key] = rest
+        else:
+            ident = None if field in record else _id(value)
+            if ident is None:
+                attributes[key] = value
+        if ident is not None:
+            record[field] = ident
+    elif target == _TRACEPARENT:
+        ids = traceparent_ids(value)
+        if ids is None:
+            attributes[key] = value
+        else:
+            record.setdefault("trace_id", ids[0])
+            record.setdefault("span_id", ids[1])
+    elif target == _SERVICE:
+        if isinstance(value, Mapping) and isinstance(value.get("name"), str):
+            record.setdefault("service", value["name"])
+            rest = {k: v for k, v in value.items() if k != "name"}
+            if rest:
+                attributes[key] = rest
+        elif kind is str and value[:1].isalpha() and "service" not in record:
+            record["service"] = value  # a name: Heroku's service=3ms is a duration
+        else:
+            attributes[key] = value
+    elif target in (_ERROR, _ERROR_STACK):
+        if not _merge_error(record, attributes, key, value):
+            attributes[key] = value
+    elif target in (_ERROR_MESSAGE, _ERROR_TYPE):
+        if kind is str:
+            field = "message" if target == _ERROR_MESSAGE else "type"
+            record.setdefault("error", {}).setdefault(field, value)
+        else:
+            attributes[key] = value
+    elif target == _SEVERITY_NUMBER:
+        level = None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            level = levels.from_severity_number(value)
+        if level is None or "level" in record:
+            attributes[key] = value
+        else:
+            record["level"] = level
+    elif target in (_CONTAINER_ID, _CONTAINER_NAME):
+        field = "container_id" if target == _CONTAINER_ID else "container_name"
+        if kind is str:
+            record[field] = value.lstrip("/") if target == _CONTAINER_NAME else value
+        else:
+            attributes[key] = value
+    elif target == _DATADOG:
+        _datadog(record, attributes, value)
 
 
 def _ecs_log(record: Record, attributes: dict[str, Any], value: Mapping[str, Any]) -> None:

@@ -13,9 +13,13 @@ from typing import Any
 from sidecars.logs.model import LogLine
 from sidecars.logs.multiline import TRACE_STATES
 
-Single = tuple[LogLine, str, str | None, dict[str, Any] | None, dict[str, Any] | None]
-"""A one-line group: the LogLine, its text (envelope removed), the envelope's time, the JSON
-object already decoded from it, extra attributes (Docker attrs, truncation marks)."""
+Moment = str | float | None
+"""When a line happened by its envelope (CRI, Docker json-file: text) or by its input (a
+Forward event time: epoch seconds); None when neither says."""
+Single = tuple[LogLine, str, Moment, dict[str, Any] | None, dict[str, Any] | None, bool]
+"""A one-line group: the LogLine, its text (envelope removed), its ``Moment``, the JSON
+object already decoded from it, extra attributes (Docker attrs, truncation marks), and
+whether the text may hold a secret (``Redactor.suspects``)."""
 
 
 def byte_length(text: str) -> int:
@@ -28,7 +32,7 @@ class Group:
     __slots__ = ("data", "extra", "head", "size", "state", "texts", "time", "trace_start")
 
     def __init__(self, single: Single, state: int) -> None:
-        self.head, text, self.time, self.data, self.extra = single
+        self.head, text, self.time, self.data, self.extra, _ = single
         self.texts = [text]
         self.size = byte_length(text)
         self.state = state
@@ -67,7 +71,7 @@ class StreamState:
         # Partial line: parts so far, the LogLine and envelope time of the first part.
         self.partial: list[str] | None = None
         self.partial_head: LogLine | None = None
-        self.partial_time: str | None = None
+        self.partial_time: Moment = None
         self.partial_id: Any = None
         self.partial_size = 0
 
@@ -84,11 +88,11 @@ class StreamState:
             return self.single[0]
         return None if self.group is None else self.group.head
 
-    def start_partial(self, line: LogLine, text: str, when: str | None, key: Any) -> None:
+    def start_partial(self, line: LogLine, text: str, when: Moment, key: Any) -> None:
         self.partial, self.partial_head, self.partial_time = [text], line, when
         self.partial_id, self.partial_size = key, len(text)
 
-    def take_partial(self) -> tuple[LogLine, str, str | None]:
+    def take_partial(self) -> tuple[LogLine, str, Moment]:
         """The partial line so far (first part's LogLine, joined text, first part's time)."""
         assert self.partial is not None and self.partial_head is not None
         whole = (self.partial_head, "".join(self.partial), self.partial_time)

@@ -35,18 +35,19 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import Any
 
 import orjson
 
-from sidecars.logs import multiline, normalise, stacktrace, timestamps
+from sidecars.logs import detect, multiline, normalise, stacktrace, timestamps
 from sidecars.logs.counters import ProcessingCounters
 from sidecars.logs.detect import LineParser, hinted_parser, line_parser
-from sidecars.logs.formats import cri, docker
+from sidecars.logs.formats import access, cri, docker
 from sidecars.logs.model import LogLine, Record
 from sidecars.logs.multiline import GO, HEAD, NONE, ORDINARY_STARTS
-from sidecars.logs.pending import Group, Single, StreamState, byte_length, split_line
+from sidecars.logs.pending import Group, Moment, Single, StreamState, byte_length, split_line
 from sidecars.logs.redact import Redactor
 from sidecars.settings import LogAdapterSettings
 
@@ -55,6 +56,8 @@ _DOCKER_KEYS = frozenset({"log", "source", "container_id", "container_name", *_P
 _NO_KEYS: dict[str, Any] = {}
 _loads = orjson.loads
 _NO_STREAM = StreamState("\0no stream")  # matches no line: the stream cache starts empty
+_DIGITS = frozenset("0123456789")
+_CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 
 
 class LogProcessor:
@@ -70,6 +73,7 @@ class LogProcessor:
     ) -> None:
         self._clock = clock
         self._parse: LineParser = line_parser(settings.format)
+        self._auto = self._parse is detect.detect
         forced = settings.format != "auto"
         # A format_hint (the syslog input says "syslog") overrides detection, not a forced
         # format.
@@ -95,8 +99,13 @@ class LogProcessor:
         self._last_key = ""
         self._received_at = -1.0
         self._received_text = ""
+        self._run_like: LogLine | None = None
+        self._run_head: Record = {}
+        self._run_service: str | None = None
+        self._run_time = ""
         self._now = clock()
         self._counters = ProcessingCounters(settings.max_line_bytes, settings.multiline_max_bytes)
+        self._formats = self._counters.formats
         self.totals = self._counters.totals
         """Cumulative counters since start, for /status."""
 
@@ -105,12 +114,142 @@ class LogProcessor:
     def push(self, lines: Iterable[LogLine]) -> list[Record]:
         """Records completed by these lines (the last group of each stream stays pending)."""
         self._now = now = self._clock()
+        batch = lines if isinstance(lines, list) else list(lines)
         out: list[Record] = []
         accept = self._accept
-        for line in lines:
-            accept(line, now, out)
+        suspects = self._suspects(batch)
+        if suspects:
+            for index, line in enumerate(batch):
+                accept(line, now, out, index in suspects)
+        else:
+            suspect = suspects is None
+            for line in batch:
+                accept(line, now, out, suspect)
         self._publish()
         return out
+
+    def push_lines(
+        self,
+        texts: Sequence[str],
+        like: LogLine,
+        *,
+        times: Sequence[float | None] | None = None,
+        extra: dict[str, Any] | None = None,
+        unwrap: bool = True,
+    ) -> list[Record]:
+        """``push`` for consecutive lines of one stream that differ only by their text: each
+        line is ``like`` (its ``text`` ignored) with one of ``texts``. What stdin reads comes
+        this way, and runs of Docker/FireLens records from the Forward input: no LogLine is
+        made per line, and the common line is placed by the loop itself, with the stream's
+        state in local variables. ``first_pending`` answers ``like`` for these lines (no
+        offsets: an input that saves offsets pushes LogLines).
+
+        ``times``: each line's time from its input (Forward event times), used like
+        ``LogLine.timestamp`` when a line has no timestamp of its own. ``extra``: attributes
+        for every record (the other keys of FireLens records). ``unwrap``: a line may be a
+        CRI or Docker json-file envelope (False for the ``log`` text of a record, as
+        ``push`` treats a LogLine with ``fields``)."""
+        self._now = now = self._clock()
+        if like.fields:
+            return self.push([dataclasses.replace(like, text=text) for text in texts])
+        out: list[Record] = []
+        name = like.stream
+        stream = self._stream(like.stream_key, name)
+        stream.touched = now
+        envelopes = unwrap and self._envelopes and like.format_hint is None
+        fast_limit = self._fast_limit
+        emit = self._emit_run
+        self._start_run(like, name)
+        # The JSON lane of ``_emit_run``, inlined for lines of stdin: the commonest of all.
+        json_lane = not self._run_head and not self._static
+        service, plain_time = self._run_service, self._run_time
+        schema_record = normalise.schema_record
+        json_records = 0
+        pending = stream.single
+        quiet = stream.partial is None and stream.group is None
+        whens = times if times is not None else repeat(None)
+        for text, suspect, when in zip(texts, self._suspect_flags(texts), whens, strict=False):
+            first = text[:1]
+            data = None
+            if envelopes:
+                if first == "{":
+                    try:
+                        data = _loads(text)
+                    except orjson.JSONDecodeError:
+                        data = None
+                    if data.__class__ is not dict:
+                        data = None
+                    elif "log" in data:  # maybe a Docker json-file entry: the general way
+                        stream.single = pending
+                        self._accept(dataclasses.replace(like, text=text), now, out, suspect)
+                        pending = stream.single
+                        quiet = stream.partial is None and stream.group is None
+                        continue
+                elif first in _DIGITS and text[4:5] == "-" and cri.unwrap(text) is not None:
+                    stream.single = pending
+                    self._accept(dataclasses.replace(like, text=text), now, out, suspect)
+                    pending = stream.single
+                    quiet = stream.partial is None and stream.group is None
+                    continue
+            if quiet and len(text) <= fast_limit and (
+                first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text)
+            ):
+                if pending is not None:
+                    if (
+                        json_lane
+                        and pending[0] is like
+                        and pending[3] is not None
+                        and not pending[5]
+                        and pending[2] is None
+                        and pending[4] is None
+                        and (record := schema_record(pending[3], service, plain_time)) is not None
+                    ):
+                        json_records += 1
+                        out.append(record)
+                    else:
+                        out.append(emit(pending, name))
+                pending = (like, text, when, data, extra, suspect)
+            else:
+                stream.single = pending
+                self._place(name, (like, text, when, data, extra, suspect), now, out)
+                pending = stream.single
+                quiet = stream.partial is None and stream.group is None
+        stream.single = pending
+        if json_records:
+            self._formats["json"] += json_records
+        self._publish()
+        return out
+
+    def _start_run(self, like: LogLine, name: str | None) -> None:
+        """What ``_finish`` would make of every line of this run, for ``_emit_run``: the
+        fields after ``service`` (stream, container), the service unless the line names it,
+        the timestamp of a line without one."""
+        self._run_like = like
+        container_name = like.container_name
+        if container_name:
+            container_name = container_name.lstrip("/")
+        head: Record = {}
+        if name:
+            head["stream"] = name
+        if like.container_id:
+            head["container_id"] = like.container_id
+        if container_name:
+            head["container_name"] = container_name
+        self._run_head = head
+        self._run_service = self._service or container_name or None
+        self._run_time = self._default_time(like, None)
+
+    def _suspect_flags(self, texts: Sequence[str]) -> list[bool]:
+        """For each text, whether it may hold a secret (``Redactor.suspects``)."""
+        if self._redactor is None:
+            return [False] * len(texts)
+        suspects = self._redactor.suspects(texts)
+        if suspects is None:
+            return [True] * len(texts)
+        flags = [False] * len(texts)
+        for index in suspects:
+            flags[index] = True
+        return flags
 
     def flush_idle(self) -> list[Record]:
         """Records of streams idle for longer than ``multiline_timeout``."""
@@ -159,25 +298,27 @@ class LogProcessor:
 
     # -- reassembly and grouping -------------------------------------------------------------
 
-    def _accept(self, line: LogLine, now: float, out: list[Record]) -> None:
+    def _suspects(self, batch: list[LogLine]) -> set[int] | None:
+        """Indexes of the lines whose text may hold a secret (``Redactor.suspects``); None:
+        any may."""
+        if self._redactor is None:
+            return set()
+        return self._redactor.suspects([line.text for line in batch])
+
+    def _accept(self, line: LogLine, now: float, out: list[Record], suspect: bool) -> None:
+        """One line into its stream. ``suspect``: its text may hold a secret (a line whose
+        record text is not part of ``line.text``, decoded or stitched, always may).
+
+        The common line (no envelope, nothing pending but a one-line group, short) is placed
+        here; everything else goes through ``_place``."""
         fields = line.fields
+        if fields:
+            self._accept_fields(line, fields, now, out, suspect)
+            return
         text = line.text
         first = text[:1]
-        name = line.stream
-        when = data = extra = part_id = None
-        more = False
-        if fields:
-            if isinstance(fields.get("log"), str):
-                line, extra = _docker_record(line, fields)
-                text, name = line.text, line.stream
-            elif not _PARTIAL_KEYS.issuperset(fields):
-                self._structured(line, fields, out)
-                return
-            if fields.get("partial_message") in ("true", True):
-                part_id = fields.get("partial_id")
-                more = fields.get("partial_last") not in ("true", True)
-            first = text[:1]
-        elif self._envelopes and line.format_hint is None:
+        data = None
+        if self._envelopes and line.format_hint is None:
             if first == "{":
                 try:
                     data = _loads(text)
@@ -188,16 +329,68 @@ class LogProcessor:
                 elif "log" in data:
                     entry = docker.unwrap(data)
                     if entry is not None:
-                        when, name, more, text = entry[:4]
-                        first = text[:1]
-                        data = None
-                        if entry.attrs:
-                            extra = {"docker_attrs": entry.attrs}
-            elif "0" <= first <= "9":
+                        extra = {"docker_attrs": entry.attrs} if entry.attrs else None
+                        # JSON escapes may hide from ``suspects`` what the text shows.
+                        single = (line, entry.content, entry.time, None, extra, True)
+                        self._place(entry.stream, single, now, out, more=entry.partial)
+                        return
+            elif first in _DIGITS and text[4:5] == "-":
                 envelope = cri.unwrap(text)
                 if envelope is not None:
-                    when, name, more, text = envelope
-                    first = text[:1]
+                    single = (line, envelope.content, envelope.time, None, None, suspect)
+                    self._place(envelope.stream, single, now, out, more=envelope.partial)
+                    return
+        name = line.stream
+        stream = self._last_stream
+        if stream.name != name or self._last_key != line.stream_key:
+            stream = self._stream(line.stream_key, name)
+        stream.touched = now
+        if (
+            stream.partial is None
+            and stream.group is None
+            and len(text) <= self._fast_limit
+            and (first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text))
+        ):
+            if stream.single is not None:
+                out.append(self._emit_single(stream.single, name))
+            stream.single = (line, text, None, data, None, suspect)
+            return
+        self._place(name, (line, text, None, data, None, suspect), now, out)
+
+    def _accept_fields(
+        self, line: LogLine, fields: dict[str, Any], now: float, out: list[Record], suspect: bool
+    ) -> None:
+        """A line handed over with its fields: a Docker/FireLens record (``log`` is the line;
+        maybe a part of one), a line with partial markers only, or a structured event."""
+        extra = None
+        if isinstance(fields.get("log"), str):
+            suspect = suspect or fields["log"] is not line.text
+            line, extra = _docker_record(line, fields)
+        elif not _PARTIAL_KEYS.issuperset(fields):
+            self._structured(line, fields, out)
+            return
+        part_id = None
+        more = False
+        if fields.get("partial_message") in ("true", True):
+            part_id = fields.get("partial_id")
+            more = fields.get("partial_last") not in ("true", True)
+        single = (line, line.text, None, None, extra, suspect)
+        self._place(line.stream, single, now, out, more=more, part_id=part_id)
+
+    def _place(
+        self,
+        name: str | None,
+        single: Single,
+        now: float,
+        out: list[Record],
+        *,
+        more: bool = False,
+        part_id: Any = None,
+    ) -> None:
+        """A line (envelope removed: ``single``) into stream ``name`` of its key: stitched to
+        a partial line, or into the stream's group. ``more``: parts of this line follow
+        (``part_id``: the Docker ``partial_id`` it belongs to)."""
+        line, text, when, data, extra, _ = single
         stream = self._last_stream
         if stream.name != name or self._last_key != line.stream_key:
             stream = self._stream(line.stream_key, name)
@@ -207,17 +400,15 @@ class LogProcessor:
             if stitched is None:
                 return
             line, text, when = stitched
-        elif (
-            stream.group is None
-            and len(text) <= self._fast_limit
-            and (first in ORDINARY_STARTS or _logfmt_start(text))
-        ):
-            # The common case, inlined: a line that can only start a new group.
-            if stream.single is not None:
-                out.append(self._emit_single(stream.single, stream.name))
-            stream.single = (line, text, when, data, extra)
-            return
-        self._add_line(stream, (line, text, when, data, extra), out)
+            single = (line, text, when, data, extra, True)
+        elif stream.group is None and len(text) <= self._fast_limit:
+            first = text[:1]
+            if first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text):
+                if stream.single is not None:
+                    out.append(self._emit_single(stream.single, name))
+                stream.single = single
+                return
+        self._add_line(stream, single, out)
 
     def _stream(self, key: str, name: str | None) -> StreamState:
         streams = self._streams.get(key)
@@ -260,8 +451,8 @@ class LogProcessor:
             out.append(self._emit_group(group, stream.name, truncated=True))
             counters = self._counters.truncated
             counters["multiline_max_bytes"] = counters.get("multiline_max_bytes", 0) + 1
-            line, text, when, data, extra = single
-            single = (line, text, when, data, {**(extra or {}), "continued": True})
+            line, text, when, data, extra, suspect = single
+            single = (line, text, when, data, {**(extra or {}), "continued": True}, suspect)
             stream.group = Group(single, state)
             return
         if state == NONE:
@@ -279,10 +470,10 @@ class LogProcessor:
         text: str,
         out: list[Record],
         *,
-        when: str | None,
+        when: Moment,
         more: bool,
         key: Any,
-    ) -> tuple[LogLine, str, str | None] | None:
+    ) -> tuple[LogLine, str, Moment] | None:
         """Add a part to the stream's partial line: the whole line once complete, else None.
         ``more``: parts follow; ``key``: the Docker ``partial_id`` the part belongs to."""
         if stream.partial is not None and key != stream.partial_id:
@@ -301,16 +492,16 @@ class LogProcessor:
     def _complete_partial(self, stream: StreamState, out: list[Record]) -> None:
         """Emit a partial line as it is (its last part never came, or another began)."""
         line, text, when = stream.take_partial()
-        self._add_line(stream, (line, text, when, None, None), out)
+        self._add_line(stream, (line, text, when, None, None, True), out)
 
     def _split(self, stream: StreamState, single: Single, out: list[Record]) -> None:
         """A line over ``max_line_bytes``: each piece becomes its own record, marked."""
         self._drain_group(stream, out)
-        line, text, when, _, extra = single
+        line, text, when, _, extra, suspect = single
         pieces = split_line(text, self._line_limit)
         for number, piece in enumerate(pieces, 1):
             marks = {**(extra or {}), "truncated": True, "part": f"{number}/{len(pieces)}"}
-            out.append(self._emit_single((line, piece, when, None, marks), stream.name))
+            out.append(self._emit_single((line, piece, when, None, marks, suspect), stream.name))
         counters = self._counters.truncated
         counters["max_line_bytes"] = counters.get("max_line_bytes", 0) + 1
 
@@ -332,28 +523,97 @@ class LogProcessor:
 
     def _parse_text(self, line: LogLine, text: str) -> tuple[str, Record]:
         hint = line.format_hint
-        if hint is not None and hint in self._hinted:
-            return self._hinted[hint](text, self._now)
-        return self._parse(text, self._now)
+        parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
+        return parse(text, self._now)
 
     def _emit_single(self, single: Single, stream_name: str | None) -> Record:
         """A one-line group as a record: parse, normalise, redact."""
-        line, text, when, data, extra = single
+        line, text, when, data, extra, suspect = single
         if data is not None:
             fmt = "json"
             fields = normalise.from_mapping(data, owned=True)
-            if "message" not in fields:
-                fields["message"] = ""
         else:
-            fmt, fields = self._parse_text(line, text)
-        formats = self._counters.formats
-        formats[fmt] = formats.get(fmt, 0) + 1
+            hint = line.format_hint
+            parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
+            fmt, fields = parse(text, self._now)
+        self._formats[fmt] += 1
         record = self._finish(fields, line, stream_name, when, extra)
-        redactor = self._redactor
-        if redactor is not None:
-            rules = redactor.scan(text, record.get("attributes", _NO_KEYS) if data else None)
+        if suspect and self._redactor is not None:
+            rules = self._redactor.scan(text, record.get("attributes", _NO_KEYS) if data else None)
             if rules:
-                redactor.redact(record, rules)
+                self._redactor.redact(record, rules)
+        return record
+
+    def _emit_run(self, single: Single, stream_name: str | None) -> Record:
+        """``_emit_single`` for a line of the run ``push_lines`` is placing (the LogLine is
+        its ``like``): what ``_finish`` would ask of each line was answered once for the run
+        (``_run_head``, ``_run_service``). The record of a JSON, access or logfmt line with
+        the usual keys and values is built at once (``schema_record``); others are parsed and
+        merged into the defaults without ``_finish``'s questions."""
+        line, text, when, data, extra, suspect = single
+        if line is not self._run_like:
+            # Pending from before: another run of this stream, or of another push.
+            return self._emit_single(single, stream_name)
+        head = self._run_head
+        service = self._run_service
+        default_time = self._run_time if when is None else None
+        record: Record | None = None
+        if data is not None:  # a JSON line push_lines decoded
+            if suspect:  # scanned with its keys, as ``_emit_single`` does
+                return self._emit_single(single, stream_name)
+            fmt = "json"
+            record = normalise.schema_record(data, service, default_time, head)
+        elif self._auto and line.format_hint is None:
+            # The lanes of the common formats: what ``detect`` would read them as.
+            first = text[:1]
+            if first == "{":  # a record's text (push_lines decodes the others)
+                if suspect:  # scanned as ``_emit_single`` scans it
+                    return self._emit_single(single, stream_name)
+                try:
+                    data = _loads(text)
+                except orjson.JSONDecodeError:
+                    data = None
+                if data.__class__ is not dict:
+                    data = None
+                if data is not None:
+                    fmt = "json"
+                    record = normalise.schema_record(data, service, default_time, head)
+            elif first in _DIGITS:
+                if detect.looks_like_access(text):
+                    fmt = "clf"
+                    record = access.schema_record(text, service or "unknown", head)
+            elif first not in ORDINARY_STARTS and _logfmt_start(text):
+                data = detect.logfmt_data(text)
+                if data is not None:
+                    fmt = "logfmt"
+                    record = normalise.schema_record(data, service, default_time, head)
+        if record is None:
+            if data is not None:
+                fields = normalise.from_mapping(data, owned=True)
+            else:
+                hint = line.format_hint
+                parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
+                fmt, fields = parse(text, self._now)
+            hint = fields.pop("service", None)
+            service = service or hint or "unknown"
+            record = {"timestamp": None, "level": "info", "message": "", "service": service}
+            if head:
+                record.update(head)
+            record.update(fields)
+            if hint is not None and hint != service:
+                record.setdefault("attributes", {}).setdefault("service", hint)
+        if record["timestamp"] is None:
+            record["timestamp"] = default_time or self._default_time(line, when)
+        if extra:
+            record.setdefault("attributes", {}).update(extra)
+        self._formats[fmt] += 1
+        if self._static:
+            for key, value in self._static.items():
+                record.setdefault(key, value)
+        if suspect and self._redactor is not None:
+            rules = self._redactor.scan(text)
+            if rules:
+                self._redactor.redact(record, rules)
         return record
 
     def _emit_group(
@@ -365,7 +625,7 @@ class LogProcessor:
         while len(texts) > 1 and (not texts[-1] or texts[-1].isspace()):
             texts.pop()  # trailing blank lines were only kept in case a trace went on
         extra = {**(group.extra or {}), "truncated": True} if truncated else group.extra
-        single = (group.head, texts[0], group.time, group.data, extra)
+        single = (group.head, texts[0], group.time, group.data, extra, True)
         if len(texts) == 1 and group.trace_start != 0:
             return self._emit_single(single, stream_name)
         if group.data is not None:
@@ -377,8 +637,7 @@ class LogProcessor:
         raw = "\n".join(texts)
         _add_continuation(fields, texts, raw, group.trace_start, group.state)
         self._counters.groups += 1
-        formats = self._counters.formats
-        formats[fmt] = formats.get(fmt, 0) + 1
+        self._formats[fmt] += 1
         record = self._finish(fields, group.head, stream_name, group.time, extra)
         if self._redactor is not None:
             rules = self._redactor.scan(raw)
@@ -403,8 +662,7 @@ class LogProcessor:
                 container_id=line.container_id or container_id,
                 container_name=line.container_name or container_name,
             )
-        formats = self._counters.formats
-        formats["structured"] = formats.get("structured", 0) + 1
+        self._formats["structured"] += 1
         record = self._finish(record_fields, line, line.stream, None, None)
         if self._redactor is not None:
             raw = orjson.dumps(fields, default=str).decode()
@@ -418,11 +676,11 @@ class LogProcessor:
         fields: Record,
         line: LogLine,
         stream: str | None,
-        when: str | None,
+        when: Moment,
         extra: dict[str, Any] | None,
     ) -> Record:
         """Schema fields in order, defaults, service, container, static fields."""
-        hint = fields.pop("service", None) if "service" in fields else None
+        hint = fields.pop("service", None)
         container_name = line.container_name
         if container_name:
             container_name = container_name.lstrip("/")
@@ -432,8 +690,9 @@ class LogProcessor:
         record: Record = {"timestamp": None, "level": "info", "message": "", "service": service}
         if stream:
             record["stream"] = stream
-        if line.container_id:
-            record["container_id"] = line.container_id
+        container_id = line.container_id
+        if container_id:
+            record["container_id"] = container_id
         if container_name:
             record["container_name"] = container_name
         record.update(fields)
@@ -450,12 +709,16 @@ class LogProcessor:
                 record.setdefault(key, value)
         return record
 
-    def _default_time(self, line: LogLine, when: str | None) -> str:
-        """A line without a timestamp of its own: the envelope's (CRI, Docker), the input's
-        (Forward event time), else when it was received."""
+    def _default_time(self, line: LogLine, when: Moment) -> str:
+        """A line without a timestamp of its own: the envelope's (CRI, Docker: text), the
+        input's (Forward event time: ``push_lines``' ``times``, or ``LogLine.timestamp``),
+        else when it was received."""
         stamp = None
         if when is not None:
-            stamp = timestamps.from_text(when)
+            if isinstance(when, str):
+                stamp = timestamps.from_text(when)
+            else:
+                stamp = timestamps.from_epoch(when)
         if stamp is None and line.timestamp is not None:
             stamp = timestamps.from_epoch(line.timestamp)
         if stamp is None:
@@ -508,6 +771,16 @@ def _add_continuation(
         fields["level"] = "fatal" if state == GO else "error"
 
 
+def _capital_head(first: str, text: str) -> bool:
+    """A line led by a capital letter that can only start a group (``multiline.classify``
+    says so of any but a Python traceback, a Java ``Exception in thread`` and a Ruby frame)."""
+    return (
+        first in _CAPITALS
+        and not text.startswith(multiline.CAPITAL_TRACE_STARTS)
+        and ".rb:" not in text
+    )
+
+
 def _logfmt_start(text: str) -> bool:
     """``key=...``: a logfmt line, which can only start a group (no trace line has an ``=``
     in its first word)."""
@@ -522,8 +795,13 @@ def _earlier(line: LogLine, other: LogLine) -> bool:
 
 
 def _docker_record(line: LogLine, fields: dict[str, Any]) -> tuple[LogLine, dict[str, Any] | None]:
-    """A Docker/FireLens record handed over whole as ``fields``: ``log`` is the line."""
-    changes: dict[str, Any] = {"text": fields["log"].rstrip("\n")}
+    """A Docker/FireLens record handed over whole as ``fields``: ``log`` is the line. The
+    forward input already made ``line`` from it, so usually nothing changes (and no copy is
+    made: this runs for every Forward event)."""
+    changes: dict[str, Any] = {}
+    text = fields["log"].rstrip("\n")
+    if text != line.text:
+        changes["text"] = text
     source = fields.get("source")
     if isinstance(source, str) and line.stream is None:
         changes["stream"] = source
@@ -531,5 +809,7 @@ def _docker_record(line: LogLine, fields: dict[str, Any]) -> tuple[LogLine, dict
         value = fields.get(key)
         if isinstance(value, str) and getattr(line, key) is None:
             changes[key] = value
-    extra = {key: value for key, value in fields.items() if key not in _DOCKER_KEYS}
-    return dataclasses.replace(line, **changes), extra or None
+    extra = None
+    if not _DOCKER_KEYS.issuperset(fields):
+        extra = {key: value for key, value in fields.items() if key not in _DOCKER_KEYS}
+    return (dataclasses.replace(line, **changes) if changes else line), extra

@@ -28,6 +28,7 @@ MONTHS = {
 }
 
 _iso_prefixes: dict[str, str] = {}
+_last_output_prefix = "\0"  # ``YYYY-MM-DDTHH:MM:SS.`` of the last line already in output shape
 _epoch_prefixes: dict[int, str | None] = {}
 _years: dict[tuple[int, int, int], int] = {}
 
@@ -80,6 +81,20 @@ def from_iso(text: str) -> str | None:
     """ISO 8601 / RFC 3339 text, ``T`` or space between date and time, ``.`` or ``,`` before
     the fraction, optional zone (also after a space): ``2026-11-26 10:00:00,123``,
     ``2026-11-26T11:00:00.123456789+01:00``. None when the text is not such a timestamp."""
+    global _last_output_prefix
+    if len(text) == 27 and text[26] == "Z":
+        # Already the output shape (what most JSON loggers write), and most often in the same
+        # second as the line before: then only the fraction needs a look.
+        head = text[:20]
+        if head != _last_output_prefix and text[19] == "." and text[10] == "T":
+            base = text[:19]
+            prefix = _iso_prefixes.get(base)
+            if prefix is None:
+                prefix = _remember(_iso_prefixes, base, _utc_prefix(base, ""))
+            if prefix == head:
+                _last_output_prefix = prefix
+        if head == _last_output_prefix and text[20:26].isdigit():
+            return text
     base = text[:19]
     tail = text[19:]
     if tail[-1:] == "Z" and tail[:1] == ".":  # the commonest shape: fast path
@@ -93,6 +108,10 @@ def from_iso(text: str) -> str | None:
         fraction = zone = ""
     elif tail[0] in ".," and (tail[1:-1] if tail[-1] == "Z" else tail[1:]).isdigit():
         fraction, zone = tail[1:-1] if tail[-1] == "Z" else tail[1:], ""
+    elif tail[0] in ".," and tail[-3:-2] == ":" and tail[-6:-5] in "+-" and tail[1:-6].isdigit():
+        fraction, zone = tail[1:-6], tail[-6:]  # ``.123+01:00`` (logback, ECS)
+        if zone in _UTC_ZONES:
+            zone = ""
     else:
         match = _TAIL.fullmatch(tail)
         if match is None:
@@ -171,10 +190,12 @@ def infer_year(month: int, day: int, now: float) -> int:
     """The year of a date written without one (syslog RFC 3164, klog), as Vector infers it:
     this year, unless that puts the date more than a few days in the future (a December line
     read in January), then last year."""
-    current = datetime.fromtimestamp(now, UTC)
-    key = (current.year, month, day)
+    # The answer changes only from one day to the next (a date at midnight against now plus
+    # whole days), so it is cached per day: no datetime per line.
+    key = (int(now // 86400), month, day)
     year = _years.get(key)
     if year is None:
+        current = datetime.fromtimestamp(now, UTC)
         year = current.year
         try:
             if datetime(year, month, day, tzinfo=UTC) > current + _FUTURE_TOLERANCE:

@@ -84,7 +84,64 @@ def _is_number(text: str) -> bool:
     return text.replace(".", "", 1).isdigit()
 
 
+# The usual line: Combined format, a request line of three parts, nothing after the user
+# agent, no backslash (checked before, so that quoted parts need no escape handling), the
+# request's parts as groups.
+_COMBINED = re.compile(
+    r'(\S+) \S+ (\S+) \[([^\]]+)\] "(([A-Z]+) ([^ "]+) ([^ "]+))" (\d{3}) (\d+|-) '
+    r'"([^"]*)" "([^"]*)"'
+)
+
+
 def parse(text: str, now: float) -> Record | None:
+    record = schema_record(text, "")
+    if record is None:
+        return _parse(text)
+    del record["service"]
+    return record
+
+
+def schema_record(text: str, service: str, head: Record | None = None) -> Record | None:
+    """The whole output record of the usual line (``_COMBINED``; the fields ``parse`` gives,
+    with ``service`` and the ``head`` fields after it: stream, container), in schema order:
+    built at once, for the processor's common case. None for any other line (``parse``
+    reads it then)."""
+    usual = _COMBINED.fullmatch(text) if "\\" not in text else None
+    if usual is None:
+        return None
+    addr, user, when, request, method, path, protocol, status_text, size, referer, agent = (
+        usual.groups()
+    )
+    stamp = _clf_times.get(when) or clf_time(when)
+    if stamp is None:
+        return None
+    status = int(status_text)
+    http: dict[str, Any] = {
+        "method": method,
+        "path": path,
+        "protocol": protocol,
+        "status": status,
+        "bytes": int(size) if size != "-" else 0,
+        "remote_addr": addr,
+        "user_agent": agent,
+    }
+    if referer != "-":
+        http["referer"] = referer
+    if user != "-":
+        http["remote_user"] = user
+    record: Record = {
+        "timestamp": stamp,
+        "level": "error" if status >= 500 else "warn" if status >= 400 else "info",
+        "message": request,
+        "service": service,
+    }
+    if head:
+        record.update(head)
+    record["http"] = http
+    return record
+
+
+def _parse(text: str) -> Record | None:
     match = _ACCESS.fullmatch(text)
     if match is None:
         return None

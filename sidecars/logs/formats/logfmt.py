@@ -69,7 +69,7 @@ def simple_pairs(text: str) -> dict[str, Any] | None:
         quoted_key = ""
         if index < last:  # the segment ends with the key of the quoted value that follows
             segment, _, quoted_key = segment.rpartition(" ")
-            if len(quoted_key) < 2 or quoted_key[-1] != "=":
+            if len(quoted_key) < 2 or quoted_key[-1] != "=" or "=" in quoted_key[:-1]:
                 return None
         if segment:
             for token in segment.split(" "):
@@ -82,13 +82,22 @@ def simple_pairs(text: str) -> dict[str, Any] | None:
     return data
 
 
-def parse(text: str, now: float) -> Record | None:
-    data = simple_pairs(text)
-    if data is None:
+def data(text: str) -> dict[str, Any] | None:
+    """The pairs of a logfmt line; None when the line is mostly bare words (a sentence with
+    an ``=`` in it)."""
+    found = simple_pairs(text)
+    if found is None:
         exact, stray = pairs(text)
-        if not exact or stray * 2 > len(exact):  # mostly bare words: a sentence with an "="
+        if not exact or stray * 2 > len(exact):
             return None
-        data = exact
-    record = normalise.from_mapping(data, owned=True)
+        found = exact
+    return found
+
+
+def parse(text: str, now: float) -> Record | None:
+    found = data(text)
+    if found is None:
+        return None
+    record = normalise.from_mapping(found, owned=True)
     record.setdefault("message", "")
     return record

@@ -8,9 +8,11 @@ Recognised heads (timestamp, level, logger, thread are taken out; the rest is th
   ``10:00:00.123 [main] INFO c.e.App - msg`` (date-less: today's date),
   ``2026-11-26 10:00:00,123 ERROR [main] c.e.App - msg``
 - Python logging: ``WARNING:root:msg`` (basicConfig), ``2026-11-26 10:00:00,123 - app - INFO
-  - msg``, ``2026-11-26 10:00:00,123 INFO app: msg``, ``[2026-11-26 10:00:00,123] INFO in
-  app: msg`` (Flask), gunicorn ``[2026-11-26 10:00:00 +0000] [7] [INFO] msg``, uvicorn
-  ``INFO:     msg``, loguru ``2026-11-26 10:00:00.123 | INFO | mod:fn:1 - msg``
+  - msg``, ``2026-11-26 10:00:00,123 INFO app: msg``, ``2026-11-26 10:00:00,123 INFO [app]
+  msg`` (a bracket after the level with no logger after it is the logger, not a thread),
+  ``[2026-11-26 10:00:00,123] INFO in app: msg`` (Flask), gunicorn ``[2026-11-26 10:00:00
+  +0000] [7] [INFO] msg``, uvicorn ``INFO:     msg``, loguru ``2026-11-26 10:00:00.123 |
+  INFO | mod:fn:1 - msg``
 - Ruby Logger/Rails: ``I, [2026-11-26T10:00:00.123456 #1]  INFO -- app: msg``
 - Go ``log``: ``2026/11/26 10:00:00 [file.go:12: ]msg`` (a leading level word is used)
 - anything else: the whole line is the message; an upper-case level word in its first
@@ -109,6 +111,10 @@ def _spring(match: re.Match[str], now: float) -> Record:
 
 def _stamped(match: re.Match[str], now: float) -> Record:
     stamp, thread, level, thread_after, logger, message = match.groups()
+    if thread_after and not thread and not logger:
+        # ``LEVEL [name] message``: Python's ``%(levelname)s [%(name)s] %(message)s``. In the
+        # Java layouts a bracket after the level is the thread, and the logger follows it.
+        logger, thread_after = thread_after, None
     record = _record(_stamp(stamp, now), levels.from_name(level), message)
     if logger:
         record["logger"] = logger

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import stat
 import time
 from typing import Any, cast
 
@@ -41,10 +42,12 @@ from sidecars.logs.forward_protocol import (
     new_unpacker,
 )
 from sidecars.logs.model import LogLine
-from sidecars.logs.pipeline import Pipeline
+from sidecars.logs.pipeline import LineRun, Pipeline
 from sidecars.observability import LOG_INPUT_ERRORS, get_logger
+from sidecars.settings import UnixAddress
 
 READ_BYTES = 256 * 1024
+SOCKET_MODE = 0o666
 log = get_logger("sidecars.logs.forward")
 
 
@@ -136,6 +139,71 @@ def event_to_line(
     )
 
 
+_RECORD_KEYS = frozenset({"log", "source", "container_id", "container_name"})
+_PARTIAL_KEYS = frozenset({"partial_message", "partial_id", "partial_ordinal", "partial_last"})
+
+
+def events_to_parts(
+    messages: list[ForwardMessage], received_at: float
+) -> list[list[LogLine] | LineRun]:
+    """The events of these requests for the pipeline, in order. Docker/FireLens records
+    without partial markers come in runs of one container stream (``LineRun``: the
+    processor takes them without a LogLine each, as it would take their ``event_to_line``
+    LogLines); every other event is a LogLine."""
+    parts: list[list[LogLine] | LineRun] = []
+    run: LineRun | None = None
+    run_key: tuple[Any, ...] = ()
+    singles: list[LogLine] | None = None
+    for message in messages:
+        tag = message.tag
+        clean = message.clean
+        for stamp, raw in message.events:
+            record = raw if clean else repair_record(raw)
+            text = record.get("log")
+            if text.__class__ is not str or not _PARTIAL_KEYS.isdisjoint(record):
+                if singles is None:
+                    singles = []
+                    parts.append(singles)
+                    run = None
+                singles.append(event_to_line(tag, stamp, record, received_at))
+                continue
+            extra = None
+            if not _RECORD_KEYS.issuperset(record):  # FireLens adds ecs_cluster and others
+                extra = {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+            key = (
+                tag, record.get("container_id"), record.get("container_name"),
+                record.get("source"), extra,
+            )
+            if run is None or key != run_key:
+                run, run_key, singles = _record_run(tag, record, extra, received_at), key, None
+                parts.append(run)
+            run.texts.append(text.rstrip("\n"))
+            assert run.times is not None
+            run.times.append(stamp)
+    return parts
+
+
+def _record_run(
+    tag: str, record: dict[str, Any], extra: dict[str, Any] | None, received_at: float
+) -> LineRun:
+    """An empty run for the records of ``record``'s container stream: its LogLine is the one
+    ``event_to_line`` and the processor would make of such a record, but its text."""
+    container_id = record.get("container_id")
+    source = record.get("source")
+    name = record.get("container_name")
+    like = LogLine(
+        text="",
+        received_at=received_at,
+        input="forward",
+        stream_key=f"forward:{_optional_str(container_id) or tag}:{_optional_str(source) or '-'}",
+        stream=source if isinstance(source, str) else None,
+        container_id=container_id if isinstance(container_id, str) else None,
+        container_name=name.lstrip("/") if isinstance(name, str) and name else None,
+        tag=tag,
+    )
+    return LineRun([], like, times=[], extra=extra, unwrap=False)
+
+
 class _HeartbeatResponder(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
@@ -195,6 +263,9 @@ class ForwardConnection:
         finally:
             self._writer.close()
 
+    def close(self) -> None:
+        self._writer.close()
+
     def _fail(self, kind: str, detail: str) -> None:
         LOG_INPUT_ERRORS.labels("forward", kind).inc()
         log.warn("forward_connection_closed", peer=self.peer, kind=kind, detail=detail[:200])
@@ -248,7 +319,9 @@ class ForwardConnection:
 class ForwardSource:
     name = "forward"
 
-    def __init__(self, listen: HostPort, shared_key: str | None, pipeline: Pipeline) -> None:
+    def __init__(
+        self, listen: HostPort | UnixAddress, shared_key: str | None, pipeline: Pipeline
+    ) -> None:
         self.listen = listen
         self.shared_key = shared_key
         self.pipeline = pipeline
@@ -263,6 +336,9 @@ class ForwardSource:
         self.modes: dict[str, int] = {}
 
     async def start(self) -> None:
+        if isinstance(self.listen, UnixAddress):
+            await self._start_unix(self.listen.path)
+            return
         self._server = await asyncio.start_server(
             self._serve,
             self.listen.host,
@@ -280,6 +356,23 @@ class ForwardSource:
             shared_key=self.shared_key is not None,
         )
 
+    async def _start_unix(self, path: str) -> None:
+        """A Unix socket (FireLens: ``unix:///var/run/fluent.sock``). A socket file left by a
+        previous run is removed first (anything else at that path is an error); the socket
+        is made writable by everyone (0666), since the peer is Docker's log driver or another
+        container's user. No UDP heartbeats: a Unix socket has no port."""
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(path).st_mode):
+                os.unlink(path)
+                log.info("forward_stale_socket_removed", path=path)
+        self._server = await asyncio.start_unix_server(self._serve, path, limit=READ_BYTES)
+        os.chmod(path, SOCKET_MODE)
+        log.info(
+            "forward_listening",
+            address=f"unix://{path}",
+            shared_key=self.shared_key is not None,
+        )
+
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -293,14 +386,12 @@ class ForwardSource:
 
     async def ingest(self, messages: list[ForwardMessage]) -> int:
         now = time.time()
-        lines: list[LogLine] = []
+        parts = events_to_parts(messages, now)
         for message in messages:
-            tag = message.tag
-            lines += [event_to_line(tag, stamp, record, now) for stamp, record in message.events]
             self.modes[message.mode] = self.modes.get(message.mode, 0) + 1
+            self.events += len(message.events)
         self.requests += len(messages)
-        self.events += len(lines)
-        return await self.pipeline.ingest(lines, self.name)
+        return await self.pipeline.ingest_parts(parts, self.name)
 
     async def stop(self) -> None:
         """Stop accepting; idle connections close, busy ones finish (and ack) their request."""
@@ -309,9 +400,11 @@ class ForwardSource:
             self._server.close()
         if self._heartbeats is not None and self._heartbeats.transport is not None:
             self._heartbeats.transport.close()
-        for task, connection in list(self._connections.items()):
+        for connection in list(self._connections.values()):
             if connection.idle:
-                task.cancel()
+                # Closing, not cancelling, its task: the read ends with EOF. (Python 3.11's
+                # StreamReaderProtocol logs "Exception in callback" for a cancelled one.)
+                connection.close()
         tasks = list(self._connections)
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -320,6 +413,9 @@ class ForwardSource:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        if isinstance(self.listen, UnixAddress):
+            with contextlib.suppress(OSError):
+                os.unlink(self.listen.path)
 
     def status(self) -> dict[str, Any]:
         return {

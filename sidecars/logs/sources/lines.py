@@ -75,20 +75,27 @@ class LineSplitter:
         return _Taken(complete, complete_start, cut, cut_start)
 
     def split_raw(self, data: bytes) -> list[bytes]:
+        """Lines as bytes, without their newline or a carriage return before it (CRLF)."""
         taken = self._take(data)
-        lines = taken.complete.split(b"\n") if taken.complete is not None else []
+        lines: list[bytes] = []
+        if taken.complete is not None:
+            complete = taken.complete
+            if b"\r" in complete:
+                complete = complete.replace(b"\r\n", b"\n").removesuffix(b"\r")
+            lines = complete.split(b"\n")
         if taken.cut is not None:
             lines.append(taken.cut)
         return lines
 
     def split_text(self, data: bytes) -> list[str]:
-        """Fast path (stdin): one decode for the whole block."""
+        """Fast path (stdin): one decode for the whole block. A carriage return before a
+        newline (CRLF) is dropped, the last line's too (its newline was cut off the block)."""
         taken = self._take(data)
         lines: list[str] = []
         if taken.complete is not None:
             text = decode(taken.complete, self.input_name)
             if "\r" in text:
-                text = text.replace("\r\n", "\n")
+                text = text.replace("\r\n", "\n").removesuffix("\r")
             lines = text.split("\n")
         if taken.cut is not None:
             lines.append(taken.cut.decode(errors="replace"))

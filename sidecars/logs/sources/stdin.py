@@ -103,11 +103,10 @@ class StdinSource:
     async def _hand_on(self, texts: list[str]) -> None:
         if not texts:
             return
-        now = time.time()
-        lines = [LogLine(text, now, "stdin", STREAM_KEY) for text in texts]
-        self.lines += len(lines)
+        like = LogLine("", time.time(), "stdin", STREAM_KEY)
+        self.lines += len(texts)
         with contextlib.suppress(BufferWriteError):  # counted and logged by the pipeline
-            await self._pipeline.ingest(lines, self.name)
+            await self._pipeline.ingest_lines(texts, like, self.name)
 
     async def stop(self) -> None:
         """Stop reading; a chunk already read is still handed on."""

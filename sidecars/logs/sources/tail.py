@@ -210,16 +210,19 @@ class TailSource:
                 finally:
                     self._idle = False
 
-    async def _read_round(self) -> bool:
-        """One chunk from each file with new data; True when anything was read."""
+    async def _read_round(self, until: dict[str, int] | None = None) -> bool:
+        """One chunk from each file with new data; True when anything was read. ``until``:
+        the last reads at stop, each file only up to the size it had then."""
         progressed = False
         for followed in list(self._files.values()):
-            if self._stopping:
+            if self._stopping and until is None:
                 break
             try:
                 size = os.fstat(followed.fd).st_size
             except OSError:
                 size = followed.splitter.read_position
+            if until is not None:
+                size = min(size, until.get(followed.key, 0))
             if size < followed.splitter.read_position:
                 self.truncations += 1
                 log.info(
@@ -339,6 +342,9 @@ class TailSource:
     # --- lifecycle ---------------------------------------------------------------------------
 
     async def stop(self) -> None:
+        """Stop following. What the followed files hold at this moment is still read (the
+        app's last lines before it stopped, a crash trace), up to their size now: not new
+        files, not what is written after."""
         self._stopping = True
         if self._save_task is not None:
             self._save_task.cancel()
@@ -353,6 +359,14 @@ class TailSource:
         except asyncio.CancelledError:
             if not self._follow_task.cancelled():
                 raise
+        until: dict[str, int] = {}
+        for key, followed in self._files.items():
+            with contextlib.suppress(OSError):
+                until[key] = os.fstat(followed.fd).st_size
+        while True:
+            if not await self._read_round(until):
+                break
+            await asyncio.sleep(0)  # let outputs and admin run
 
     async def close(self) -> None:
         """After the outputs drained: save what is stored, close the files."""

@@ -4,6 +4,7 @@ what could not be delivered in time for the next start."""
 from __future__ import annotations
 
 import signal
+import socket
 from pathlib import Path
 
 from fluent.sender import FluentSender
@@ -97,3 +98,21 @@ def test_memory_buffer_counts_what_the_drain_timeout_dropped(
 
 def env_port(env: dict[str, str]) -> int:
     return int(env["LOGADAPTER_OUTPUTS"].rsplit(":", 1)[1])
+
+
+def test_idle_forward_clients_are_closed_cleanly_at_sigterm(
+    adapters: StartAdapter, forward_port: int
+) -> None:
+    adapter = adapters(forward_env(forward_port))
+    idle = socket.create_connection((LOOPBACK, forward_port))
+    half = socket.create_connection((LOOPBACK, forward_port))
+    half.sendall(b"\x93\xa3app")  # the first bytes of a Message, the rest never comes
+    try:
+        wait_for(lambda: adapter.status()["inputs"]["forward"]["connections"] == 2)
+        assert adapter.terminate(sig=signal.SIGTERM) == 0
+        assert idle.recv(1) == b""  # closed by the adapter
+    finally:
+        idle.close()
+        half.close()
+    errors = [event for event in adapter.process_logs() if event["level"] == "error"]
+    assert errors == []

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from logadapter_support import StartAdapter, start_adapter
+from fluent.sender import FluentSender
+from logadapter_support import StartAdapter, start_adapter, wait_for
 from support import LOOPBACK, free_port, metric_value
 
 CONTAINER_METADATA = {
@@ -43,6 +44,11 @@ def test_status_and_metrics_describe_inputs_outputs_and_buffer(
         }
     )
     adapter.wait_records(2)
+    # Each output delivers on its own: stdout having written both does not mean the file has.
+    wait_for(
+        lambda: all(o["delivered"] == 2 for o in adapter.status()["outputs"].values()),
+        describe=lambda: str(adapter.status()["outputs"]),
+    )
     status = adapter.status()
     assert status["state"] == "serving"
     assert set(status["inputs"]) == {"tail", "forward"}
@@ -135,3 +141,36 @@ def test_a_listen_port_in_use_is_a_clear_failure(adapters: StartAdapter) -> None
     fatal = [e for e in adapter.process_logs() if e["event"] == "fatal"]
     assert "address already in use" in fatal[0]["error"].lower()
     assert adapter.stdout_text() == ""
+
+
+def test_status_shows_the_processor_totals(adapters: StartAdapter, forward_port: int) -> None:
+    adapter = adapters(
+        {
+            "LOGADAPTER_INPUTS": "forward",
+            "LOGADAPTER_FORWARD_LISTEN": f"{LOOPBACK}:{forward_port}",
+            "LOGADAPTER_MAX_LINE_BYTES": "64",
+            "LOGADAPTER_MULTILINE_TIMEOUT": "100ms",
+        }
+    )
+    lines = [
+        '{"level":"info","msg":"login","password":"hunter2"}',
+        "level=warn msg=slow",
+        "x" * 100,
+        "2026-11-26 10:00:00,123 ERROR [app] failed",
+        "Traceback (most recent call last):",
+        '  File "app.py", line 1, in <module>',
+        "KeyError: 'id'",
+    ]
+    sender = FluentSender("app", host=LOOPBACK, port=forward_port)
+    try:
+        for line in lines:
+            assert sender.emit("web", {"log": line, "source": "stdout", "container_id": "c1"})
+    finally:
+        sender.close()
+    adapter.wait_records(5)  # the long line is cut in two; the traceback joins its line
+    processor = adapter.status()["processor"]
+    assert processor["pending_lines"] == 0
+    assert processor["formats"] == {"json": 1, "logfmt": 1, "text": 3}
+    assert processor["redactions"] == {"secret_field": 1}
+    assert processor["truncated"] == {"max_line_bytes": 1}
+    assert processor["multiline_groups"] == {"total": 1}

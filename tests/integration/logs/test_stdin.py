@@ -188,3 +188,9 @@ def test_a_reader_that_goes_away_stops_the_adapter_with_exit_1(tmp_path: Path) -
     assert closed and closed[0]["output"] == "stdout"
     dropped = [e for e in events if e["event"] == "output_records_dropped"]
     assert dropped and dropped[0]["records"] >= 1
+
+
+def test_crlf_line_ends_are_not_part_of_any_message(adapters: StartAdapter) -> None:
+    lines = [f"windows line {i}" for i in range(30000)]  # more than one read of stdin
+    adapter = run_to_eof(adapters, ("\r\n".join(lines) + "\r\n").encode())
+    assert [r["message"] for r in adapter.records()] == lines

@@ -150,3 +150,25 @@ def test_regex_format_maps_schema_groups() -> None:
         "message": "1.2.3.4 GET /x 404 0.25 2026-11-26T10:00:00Z warn alice",
     }
     assert parse("no match", NOW) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "logger", "thread", "message"),
+    [
+        # Python: "%(asctime)s %(levelname)s [%(name)s] %(message)s"
+        ("2026-11-26 10:00:00,123 INFO [payments] message", "payments", None, "message"),
+        ("2026-11-26 10:00:00,123 WARNING [payments.api] card declined", "payments.api", None,
+         "card declined"),
+        # log4j "%d %-5p [%t] %c - %m" and logback "%d [%thread] %-5level %logger - %msg"
+        ("2026-11-26 10:00:00,123 ERROR [main] c.e.App - boom", "c.e.App", "main", "boom"),
+        ("2026-11-26 10:00:00.123 [main] INFO  c.e.App - started", "c.e.App", "main", "started"),
+    ],
+)
+def test_a_bracket_after_the_level_is_the_logger_unless_one_follows(
+    line: str, logger: str, thread: str | None, message: str
+) -> None:
+    record = text.parse_stamped(line, NOW)
+    assert record is not None
+    assert record["logger"] == logger
+    assert record.get("attributes", {}).get("thread") == thread
+    assert record["message"] == message

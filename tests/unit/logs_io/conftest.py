@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ class StandInProcessor:
 
     def __init__(self) -> None:
         self._pending: dict[str, list[LogLine]] = {}
+        self.totals: dict[str, dict[str, int]] = {}
 
     def _emit(self, group: list[LogLine]) -> Record:
         text = "\n".join(line.text for line in group)
@@ -31,6 +34,17 @@ class StandInProcessor:
                 records.append(self._emit(group))
             self._pending[line.stream_key] = [line]
         return records
+
+    def push_lines(
+        self,
+        texts: Sequence[str],
+        like: LogLine,
+        *,
+        times: Sequence[float | None] | None = None,
+        extra: dict[str, Any] | None = None,
+        unwrap: bool = True,
+    ) -> list[Record]:
+        return self.push([dataclasses.replace(like, text=text) for text in texts])
 
     def flush_idle(self) -> list[Record]:
         return []

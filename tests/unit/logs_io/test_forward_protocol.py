@@ -162,3 +162,34 @@ def test_a_server_that_does_not_know_the_key_is_detected() -> None:
     impostor = unpack_one(fp.encode_pong(check, "server", nonce, "guess"))
     with pytest.raises(fp.ForwardProtocolError, match="digest"):
         fp.check_pong(impostor, salt, nonce, "secret")
+
+
+def test_packed_entries_that_are_valid_utf8_are_marked_clean() -> None:
+    stream = packb([EventTime(1700000000, 500_000_000), {"log": "héllo"}]) + packb(
+        [1700000001, {"log": "int time"}]
+    )
+    message = fp.decode_message(unpack_one(packb(["app", stream])))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.clean
+    assert message.events == [(1700000000.5, {"log": "héllo"}), (1700000001.0, {"log": "int time"})]
+
+
+def test_packed_entries_with_invalid_utf8_are_decoded_again_keeping_the_bytes() -> None:
+    stream = packb([1, {"log": "ok"}]) + b"\x92\x02\x81\xa3log\xa2\xff\xfe"
+    message = fp.decode_message(unpack_one(packb(["app", stream])))
+    assert isinstance(message, fp.ForwardMessage)
+    assert not message.clean
+    assert message.events == [(1.0, {"log": "ok"}), (2.0, {"log": "\udcff\udcfe"})]
+
+
+def test_packed_entries_with_another_ext_type_as_time_are_refused() -> None:
+    stream = packb([msgpack.ExtType(1, b"12345678"), {"log": "x"}])
+    with pytest.raises(fp.ForwardProtocolError):
+        fp.decode_message(unpack_one(packb(["app", stream])))
+
+
+def test_messages_of_the_other_modes_are_not_marked_clean() -> None:
+    for value in (["app", 1, {"log": "x"}], ["app", [[1, {"log": "x"}]]]):
+        message = fp.decode_message(value)
+        assert isinstance(message, fp.ForwardMessage)
+        assert not message.clean

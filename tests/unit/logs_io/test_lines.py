@@ -25,6 +25,20 @@ def test_text_waits_for_the_newline_across_chunks() -> None:
     assert splitter.finish() is None
 
 
+def test_crlf_is_dropped_from_every_line_of_a_block_the_last_one_too() -> None:
+    splitter = LineSplitter(100, "stdin")
+    # Each block ends before its last newline: its last line's "\r" is at the very end.
+    assert splitter.split_text(b"a\r\nb\r\nc\r") == ["a", "b"]
+    assert splitter.split_text(b"\nd\r\ne\r\n") == ["c", "d", "e"]
+    assert splitter.split_text(b"inner\rcarriage return\n") == ["inner\rcarriage return"]
+
+
+def test_raw_lines_lose_the_crlf_too() -> None:
+    splitter = LineSplitter(100, "syslog")
+    assert splitter.split_raw(b"<13>one\r\n<13>two\r\n<13>th") == [b"<13>one", b"<13>two"]
+    assert splitter.split_raw(b"ree\n") == [b"<13>three"]
+
+
 def test_finish_returns_an_unterminated_last_line() -> None:
     splitter = LineSplitter(100, "stdin")
     assert splitter.split_text(b"a\nlast") == ["a"]

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from sidecars.logs.buffer import Batch, MemoryBuffer
 from sidecars.logs.ecs import ecs_fields
 from sidecars.logs.sinks import OutputClosed
 from sidecars.logs.sinks.delivery import BACKOFF_MAX, OutputDelivery, backoff_delay
 from sidecars.logs.sinks.file import FileSink, path_from_url
+from sidecars.logs.sinks.stdout import StdoutSink
 
 
 def batch(*messages: str) -> Batch:
@@ -130,3 +133,37 @@ def test_ecs_fields_from_container_metadata() -> None:
         }
     }
     assert ecs_fields({"unexpected": True}) == {}
+
+
+async def test_stdout_writes_to_a_file_in_place_and_to_a_pipe_from_a_thread(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "stdout.jsonl"
+    with path.open("wb") as file:
+        to_file = StdoutSink(file.fileno())
+        assert to_file.status() == {"writes": "in place"}
+        await to_file.write(batch("a", "b"))
+        await to_file.close()
+    assert lines(path) == ["a", "b"]
+    read_end, write_end = os.pipe()
+    try:
+        to_pipe = StdoutSink(write_end)
+        assert to_pipe.status() == {"writes": "thread"}
+        await to_pipe.write(batch("c"))
+        await to_pipe.close()
+        assert os.read(read_end, 100) == b'{"message":"c"}\n'
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+async def test_stdout_whose_reader_left_is_closed_for_good() -> None:
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    sink = StdoutSink(write_end)
+    try:
+        with pytest.raises(OutputClosed):
+            await sink.write(batch("lost"))
+    finally:
+        await sink.close()
+        os.close(write_end)

@@ -197,3 +197,23 @@ async def test_a_reused_inode_with_other_content_starts_at_zero(
     await second.start()
     await wait_until(lambda: second.delivered == ["REPLACED content"])
     await second.stop()
+
+
+async def test_what_the_files_hold_at_stop_is_still_read(
+    logs: Path, tmp_path: Path, processor_factory: type[LineProcessor]
+) -> None:
+    """The app's last lines before a shutdown (a crash trace) must not wait for the next
+    start: they are read at stop, even between two polls. Later writes are not."""
+    harness = Harness(processor_factory(), logs, tmp_path / "state")
+    harness.source = TailSource(
+        (str(logs / "*.log"),), harness.pipeline, 1000, str(tmp_path / "state"),
+        poll_seconds=60,  # no poll between the writes and the stop
+    )
+    path = logs / "app.log"
+    path.write_text("first\n")
+    await harness.start()
+    await wait_until(lambda: harness.source.lines == 1)
+    with path.open("a") as file:
+        file.write("last words\nTraceback (most recent call last):\n")
+    await harness.stop()
+    assert harness.delivered == ["first", "last words", "Traceback (most recent call last):"]
