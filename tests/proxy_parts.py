@@ -235,3 +235,9 @@ def assert_circuit_open(answer: Answer, open_seconds: int) -> None:
     assert document["error"] == "circuit_open"
     assert document["detail"]
     assert document["upstream"]
+
+
+Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
+"""The ``upstreams`` fixture: ``await upstreams(name, mode)`` starts a scripted upstream."""
+Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
+"""The ``proxies`` fixture: ``await proxies("breaker", env)`` starts a sidecar."""

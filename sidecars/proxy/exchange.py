@@ -329,16 +329,7 @@ class Exchange(RequestHead):
             self.permit = None
             route.breaker.record_failure(permit, kind, elapsed)
         decision = self._decide(_RETRY_KIND[kind], sent, None)
-        log.warn(
-            "upstream_attempt_failed",
-            upstream=route.name,
-            attempt=self.attempt,
-            kind=kind,
-            detail=detail,
-            retry=decision.retry if decision else False,
-            reason=decision.reason if decision else "max_attempts",
-            request_id=self.request_id.decode("latin-1"),
-        )
+        self._log_attempt_failed(kind, decision, detail=detail)
         if decision is not None and decision.retry:
             self._retry_after(decision)
         elif self.saved is not None and self.saved.complete:
@@ -347,6 +338,24 @@ class Exchange(RequestHead):
             self.answer_error(
                 errors.UPSTREAM_TIMEOUT if kind == "timeout" else errors.UPSTREAM_UNAVAILABLE
             )
+
+    def _log_attempt_failed(
+        self, kind: str, decision: RetryDecision | None, **fields: object
+    ) -> None:
+        """One event per failed attempt: its number, what went wrong, and what comes next
+        (a retry after ``backoff`` seconds, or why not)."""
+        retry = decision is not None and decision.retry
+        log.warn(
+            "upstream_attempt_failed",
+            upstream=self.route.name,
+            attempt=self.attempt,
+            kind=kind,
+            retry=retry,
+            reason=decision.reason if decision else "max_attempts",
+            backoff=round(decision.delay, 4) if decision is not None and retry else None,
+            request_id=self.request_id.decode("latin-1"),
+            **fields,
+        )
 
     def _decide(
         self, failure: str | int, sent: bool, retry_after: bytes | None
@@ -414,6 +423,7 @@ class Exchange(RequestHead):
             route.metrics.attempt_succeeded()
         if status in route.retry_statuses:
             decision = self._decide(status, True, conn.retry_after)
+            self._log_attempt_failed("status", decision, status=status)
             if decision is not None and decision.retry:
                 self._save_and_retry(conn, decision)
                 return

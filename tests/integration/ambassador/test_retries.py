@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
-from proxy_parts import RunningProxy, ScriptedUpstream, ambassador_env, send
+from proxy_parts import Proxies, Upstreams, ambassador_env, send
 from support import LOOPBACK, free_port
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 
 
 async def test_a_flaky_upstream_is_retried_until_it_answers(
@@ -29,6 +25,12 @@ async def test_a_flaky_upstream_is_retried_until_it_answers(
     assert len({seen.headers["X-Request-Id"] for seen in upstream.seen}) == 1
     assert await proxy.metric("sidecar_retries_total", reason="503") == 2
     assert await proxy.metric("sidecar_requests_total", code="200") == 1
+    failed = proxy.events("upstream_attempt_failed")
+    assert [(e["attempt"], e["kind"], e["status"], e["retry"]) for e in failed] == [
+        (1, "status", 503, True),
+        (2, "status", 503, True),
+    ]
+    assert all(0 <= event["backoff"] <= 0.005 for event in failed)  # full jitter, max 5ms
 
 
 @pytest.mark.parametrize(

@@ -5,15 +5,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
-from proxy_parts import RunningProxy, ScriptedUpstream, ambassador_env, send
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
+from proxy_parts import Proxies, Upstreams, ambassador_env, send
 
 
 async def test_a_post_is_not_retried_once_sent(upstreams: Upstreams, proxies: Proxies) -> None:

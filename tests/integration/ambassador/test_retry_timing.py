@@ -3,13 +3,8 @@ the retry budget."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import aiohttp
-from proxy_parts import RunningProxy, ScriptedUpstream, ambassador_env, send
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
+from proxy_parts import Proxies, Upstreams, ambassador_env, send
 
 
 async def test_retry_after_is_waited_instead_of_the_backoff(

@@ -3,16 +3,12 @@ private CA, and a table of routes."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
 import trustme
-from proxy_parts import RunningProxy, ScriptedUpstream, ambassador_env, send
+from proxy_parts import Proxies, Upstreams, ambassador_env, send
 from support import LOOPBACK, free_port
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 
 
 async def test_an_https_upstream_verified_with_a_private_ca(

@@ -1,43 +1,15 @@
-"""Fixtures for the breaker tests: scripted upstreams, sidecar processes, a real Redis."""
+"""Fixtures for the breaker tests: a real Redis (upstreams and proxies come from
+../conftest.py)."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
-from proxy_parts import Behaviour, RunningProxy, ScriptedUpstream, start_proxy
 from support import LOOPBACK, free_port, port_open
-
-
-@pytest.fixture
-async def upstreams() -> AsyncIterator[Callable[..., Awaitable[ScriptedUpstream]]]:
-    made: list[ScriptedUpstream] = []
-
-    async def make(name: str = "app", mode: Behaviour = "ok") -> ScriptedUpstream:
-        upstream = await ScriptedUpstream(name, mode).start()
-        made.append(upstream)
-        return upstream
-
-    yield make
-    for upstream in made:
-        await upstream.stop()
-
-
-@pytest.fixture
-async def proxies() -> AsyncIterator[Callable[[str, dict[str, str]], Awaitable[RunningProxy]]]:
-    started: list[RunningProxy] = []
-
-    async def start(command: str, env: dict[str, str]) -> RunningProxy:
-        proxy = await start_proxy(command, env)
-        started.append(proxy)
-        return proxy
-
-    yield start
-    for proxy in started:
-        proxy.sidecar.close()
 
 
 class RedisServer:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 from proxy_parts import (
-    RunningProxy,
-    ScriptedUpstream,
+    Proxies,
+    Upstreams,
     assert_circuit_open,
     breaker_env,
     eventually,
     send,
 )
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 
 
 async def test_recovery_through_half_open(upstreams: Upstreams, proxies: Proxies) -> None:

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
-from proxy_parts import RunningProxy, ScriptedUpstream, eventually
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
+from proxy_parts import Proxies, RunningProxy, ScriptedUpstream, Upstreams, eventually
 
 
 def shared_env(upstream: ScriptedUpstream, redis_url: str) -> dict[str, str]:

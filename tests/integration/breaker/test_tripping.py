@@ -5,21 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
 
 import aiohttp
 import pytest
 from aiohttp import web
 from proxy_parts import (
-    RunningProxy,
-    ScriptedUpstream,
+    Proxies,
+    Upstreams,
     assert_circuit_open,
     breaker_env,
     send,
 )
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 
 
 async def test_failing_upstream_opens_the_circuit_and_is_left_alone(

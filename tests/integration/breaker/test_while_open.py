@@ -3,19 +3,14 @@ operator's forced states."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import aiohttp
 from proxy_parts import (
-    RunningProxy,
-    ScriptedUpstream,
+    Proxies,
+    Upstreams,
     assert_circuit_open,
     breaker_env,
     send,
 )
-
-Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
-Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 
 
 async def test_the_fallback_upstream_serves_while_open(
