@@ -17,6 +17,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -89,16 +90,27 @@ def event_time(value: Any) -> float | None:
 
 
 def _entry(value: Any) -> EventTuple:
-    if value.__class__ is list and len(value) == 2:
-        stamp, record = value
-        if stamp.__class__ is float and record.__class__ is dict:  # an EventTime, decoded
-            return stamp, record
     if not isinstance(value, list) or len(value) != 2:
         raise ForwardProtocolError("an entry is not [time, record]")
     record = value[1]
     if not isinstance(record, dict):
         raise ForwardProtocolError(f"a record is a {type(record).__name__}, not a map")
     return event_time(value[0]), record
+
+
+def _entries(items: Iterable[Any]) -> list[EventTuple]:
+    """``_entry`` of each item, the common one (an EventTime decoded by ``_event_time_ext``,
+    and a map) inline: a frame holds hundreds of entries."""
+    entries: list[EventTuple] = []
+    append = entries.append
+    for item in items:
+        if item.__class__ is list and len(item) == 2:
+            stamp, record = item
+            if stamp.__class__ is float and record.__class__ is dict:
+                append((stamp, record))
+                continue
+        append(_entry(item))
+    return entries
 
 
 def _event_time_ext(code: int, data: bytes) -> Any:
@@ -144,7 +156,7 @@ def _packed_entries(payload: bytes) -> tuple[list[EventTuple], bool]:
         )
         unpacker.feed(payload)
         try:
-            return [_entry(item) for item in unpacker], errors == "strict"
+            return _entries(unpacker), errors == "strict"
         except ForwardProtocolError:
             raise
         except UnicodeDecodeError:
@@ -167,7 +179,7 @@ def decode_message(value: Any) -> ForwardMessage | Heartbeat:
     clean = False
     if isinstance(second, list):
         option = value[2] if len(value) > 2 else None
-        events, mode = [_entry(item) for item in second], "forward"
+        events, mode = _entries(second), "forward"
     elif isinstance(second, (bytes, str)):
         option = value[2] if len(value) > 2 else None
         payload = second.encode("utf-8", "surrogateescape") if isinstance(second, str) else second

@@ -160,9 +160,12 @@ class LogProcessor:
         fast_limit = self._fast_limit
         emit = self._emit_run
         self._start_run(like, name)
-        # The JSON lane of ``_emit_run``, inlined for lines of stdin: the commonest of all.
-        json_lane = not self._run_head and not self._static
-        service, plain_time = self._run_service, self._run_time
+        # The JSON lane of ``_emit_run``, inlined: JSON lines are the commonest of all. A
+        # line of stdin is decoded here (it may be a Docker json-file envelope); a record's
+        # text too, unless it may hold a secret (``_emit_single`` reads those).
+        json_lane = not self._static
+        json_texts = not envelopes and self._auto and like.format_hint is None
+        service, plain_time, head = self._run_service, self._run_time, self._run_head
         schema_record = normalise.schema_record
         json_records = 0
         pending = stream.single
@@ -171,43 +174,45 @@ class LogProcessor:
         for text, suspect, when in zip(texts, self._suspect_flags(texts), whens, strict=False):
             first = text[:1]
             data = None
-            if envelopes:
-                if first == "{":
-                    try:
-                        data = _loads(text)
-                    except orjson.JSONDecodeError:
-                        data = None
-                    if data.__class__ is not dict:
-                        data = None
-                    elif "log" in data:  # maybe a Docker json-file entry: the general way
-                        stream.single = pending
-                        self._accept(dataclasses.replace(like, text=text), now, out, suspect)
-                        pending = stream.single
-                        quiet = stream.partial is None and stream.group is None
-                        continue
-                elif first in _DIGITS and text[4:5] == "-" and cri.unwrap(text) is not None:
+            if first == "{" and (envelopes or (json_texts and not suspect)):
+                try:
+                    data = _loads(text)
+                except orjson.JSONDecodeError:
+                    data = None
+                if data.__class__ is not dict:
+                    data = None
+                elif envelopes and "log" in data:  # maybe a Docker json-file entry
                     stream.single = pending
                     self._accept(dataclasses.replace(like, text=text), now, out, suspect)
                     pending = stream.single
                     quiet = stream.partial is None and stream.group is None
                     continue
+            elif (
+                envelopes and first in _DIGITS and text[4:5] == "-" and cri.unwrap(text) is not None
+            ):
+                stream.single = pending
+                self._accept(dataclasses.replace(like, text=text), now, out, suspect)
+                pending = stream.single
+                quiet = stream.partial is None and stream.group is None
+                continue
             if quiet and len(text) <= fast_limit and (
                 first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text)
             ):
                 if pending is not None:
-                    if (
-                        json_lane
-                        and pending[0] is like
-                        and pending[3] is not None
-                        and not pending[5]
-                        and pending[2] is None
-                        and pending[4] is None
-                        and (record := schema_record(pending[3], service, plain_time)) is not None
-                    ):
+                    record = None
+                    held, _, moment, held_data, held_extra, held_suspect = pending
+                    if json_lane and held is like and held_data is not None and not held_suspect:
+                        default_time = plain_time if moment is None else None
+                        record = schema_record(held_data, service, default_time, head)
+                    if record is None:
+                        out.append(emit(pending, name))
+                    else:
+                        if record["timestamp"] is None:  # the line's input time, then
+                            record["timestamp"] = self._default_time(like, moment)
+                        if held_extra:
+                            record.setdefault("attributes", {}).update(held_extra)
                         json_records += 1
                         out.append(record)
-                    else:
-                        out.append(emit(pending, name))
                 pending = (like, text, when, data, extra, suspect)
             else:
                 stream.single = pending

@@ -88,8 +88,20 @@ _FOLD = bytes(
     else byte
     for byte in range(256)
 )
+# The secret words of ``_field_values`` in folded text, where a separator follows (the space
+# folded to "0"): found by a letter rare in logs, the rest checked by the regex engine, so
+# that only real candidates come back to Python.
+_FOLDED_KEY_WORD = re.compile(
+    rb"k(?:en(?<=token)|ey(?:"
+    + b"|".join(
+        rb"(?<=" + re.escape(prefix.encode().translate(_FOLD)) + rb"key)"
+        for prefix in _KEY_PREFIXES
+    )
+    + rb"))(?=[\"']?[0\t]*[=:])"
+)
+_FOLDED_PASSWORD_WORD = re.compile(rb"w(?:(?<=passw)(?:ord|d)|(?<=pw)d)(?=[\"']?[0\t]*[=:])")
+_AWS_KEY_ID_START = re.compile("A[KS]IA")
 _PLUS_ONE = (1).__add__
-_KEY_PREFIXES_FOLDED = tuple(prefix.encode().translate(_FOLD) for prefix in _KEY_PREFIXES)
 
 
 def _word_end(lower: str, stem: str, start: int) -> int:
@@ -262,12 +274,15 @@ class Redactor:
 
         The batch is joined and folded once (``_FOLD``: letters lowered, card characters
         as ``0``) and every trigger searched over it, instead of a dozen checks per line:
-        a needle with a letter rare in logs (``J`` of ``eyJ``, ``K`` of ``AKIA``, ``w`` of
-        ``passw``/``pwd``, ``k`` of ``key``/``token``, ``@`` of a URL password) by a search
-        for that letter (memchr), each hit checked in place; the others by a search for the
-        needle; card numbers by runs of ``0``. A hit's line is found by bisecting the lines'
-        end offsets. Lines with non-ASCII characters are always suspects (``scan`` checks
-        card digits and case folds on ASCII only; folding makes them ``?``).
+        the secret words followed by a separator (``key``, ``token``, ``passw(or)d``,
+        ``pwd``) and ``AKIA``/``ASIA`` by regular expressions that start with a letter
+        rare in logs, so that only candidates come back to Python; ``eyJ`` and a URL
+        password's ``@`` by a search for that character (memchr), each hit checked in
+        place; the others by a search for the needle; card numbers by runs of ``0``. A
+        hit's line is the count of newlines before it (the texts' end offsets when a text
+        has newlines of its own). Lines with non-ASCII characters are always suspects
+        (``scan`` checks card digits and case folds on ASCII only; folding makes them
+        ``?``).
 
         A JSON line that is not a suspect needs no look at its keys either: a key named like
         a secret holds one of the words searched (``authorization`` too), unless it is
@@ -280,61 +295,52 @@ class Redactor:
         if not joined.isascii():
             found.update(index for index, text in enumerate(texts) if not text.isascii())
         folded = joined.encode("ascii", "replace").translate(_FOLD)
-        # nexts[i]: where the text after texts[i] starts; the text at offset p is
-        # texts[bisect_right(nexts, p)].
-        nexts = list(accumulate(map(_PLUS_ONE, map(len, texts))))
+        hits: list[int] = []  # offsets in ``joined`` of what makes its line a suspect
+        for pattern in (_FOLDED_KEY_WORD, _FOLDED_PASSWORD_WORD):
+            for match in pattern.finditer(folded):
+                if _FIELD_VALUE.match(joined, match.end()):
+                    hits.append(match.start())
         find = folded.find
-        start = find(b"k")
-        while start >= 0:  # key, token: a secret word only with a value after it
-            if folded[start : start + 3] == b"key":
-                # ``_word_end``: only after api, access, private, secret ("-" folded to "0")
-                prefixes = _KEY_PREFIXES_FOLDED
-                end = start + 3 if folded[max(0, start - 8) : start].endswith(prefixes) else -1
-            elif folded[start - 2 : start + 3] == b"token":
-                end = start + 3
-            else:
-                end = -1
-            if end >= 0 and _FIELD_VALUE.match(joined, end):
-                found.add(bisect_right(nexts, start))
-            start = find(b"k", start + 1)
-        start = find(b"w")
-        while start >= 0:  # passw(or)d, pwd
-            if folded[start - 4 : start + 1] == b"passw":
-                if folded.startswith(b"ord", start + 1):
-                    end = start + 4
-                elif folded[start + 1 : start + 2] == b"d":
-                    end = start + 2
-                else:
-                    end = -1
-            elif folded[start - 1 : start + 2] == b"pwd":
-                end = start + 2
-            else:
-                end = -1
-            if end >= 0 and _FIELD_VALUE.match(joined, end):
-                found.add(bisect_right(nexts, start))
-            start = find(b"w", start + 1)
         for needle in (b"\\", b"earer", b"secret", b"authoriz"):
             start = find(needle)
             while start >= 0:
-                found.add(bisect_right(nexts, start))
+                hits.append(start)
                 start = find(needle, start + 1)
-        start = joined.find("IA")
-        while start >= 0:  # AKIA, ASIA
-            if start >= 2 and joined[start - 2 : start] in ("AK", "AS"):
-                found.add(bisect_right(nexts, start))
-            start = joined.find("IA", start + 1)
+        hits += [match.start() for match in _AWS_KEY_ID_START.finditer(joined)]
         start = joined.find("J")
         while start >= 0:
             if start >= 2 and joined[start - 2 : start] == "ey":
-                found.add(bisect_right(nexts, start))
+                hits.append(start)
             start = joined.find("J", start + 1)
         start = find(b"@")
         while start >= 0:  # a password in a URL: "://" and an "@" on the same line
-            line = bisect_right(nexts, start)
-            if find(b"://", nexts[line - 1] if line else 0, nexts[line] - 1) >= 0:
-                found.add(line)
-            start = find(b"@", start + 1)
-        found.update(bisect_right(nexts, start) for start in cards.plausible_runs(joined, folded))
+            line_end = find(b"\n", start)
+            if line_end < 0:
+                line_end = len(folded)
+            if find(b"://", folded.rfind(b"\n", 0, start) + 1, line_end) >= 0:
+                hits.append(start)
+            start = find(b"@", line_end)
+        hits += cards.plausible_runs(joined, folded)
+        hits.sort()
+        lines = []
+        line = done = 0
+        count = folded.count
+        for offset in hits:  # its line: the newlines before it
+            line += count(b"\n", done, offset)
+            done = offset
+            lines.append(line)
+        if line + count(b"\n", done) != len(texts) - 1:
+            # A text has newlines of its own: a hit's text is found by the texts' ends, and
+            # an "@" and a "://" count in one text, not only in one line.
+            ends = list(accumulate(map(_PLUS_ONE, map(len, texts))))
+            lines = [bisect_right(ends, offset) for offset in hits]
+            start = find(b"@")
+            while start >= 0:
+                text = bisect_right(ends, start)
+                if find(b"://", ends[text - 1] if text else 0, ends[text] - 1) >= 0:
+                    lines.append(text)
+                start = find(b"@", ends[text])
+        found.update(lines)
         return found
 
     def secret_keys(self, data: dict[str, Any]) -> bool:

@@ -46,7 +46,11 @@ from sidecars.logs.pipeline import LineRun, Pipeline
 from sidecars.observability import LOG_INPUT_ERRORS, get_logger
 from sidecars.settings import UnixAddress
 
-READ_BYTES = 256 * 1024
+READ_BYTES = 64 * 1024
+"""What one read hands on at most (its complete requests): a batch whose events and records
+stay in the CPU caches while they are processed (256 KiB reads were measured 10% slower)."""
+STREAM_BUFFER_BYTES = 256 * 1024
+"""What the event loop may read ahead of the processor from one connection."""
 SOCKET_MODE = 0o666
 log = get_logger("sidecars.logs.forward")
 
@@ -154,22 +158,29 @@ def events_to_parts(
     run: LineRun | None = None
     run_key: tuple[Any, ...] = ()
     singles: list[LogLine] | None = None
+    texts: list[str] = []
+    times: list[float | None] = []
     for message in messages:
         tag = message.tag
         clean = message.clean
         for stamp, raw in message.events:
             record = raw if clean else repair_record(raw)
             text = record.get("log")
-            if text.__class__ is not str or not _PARTIAL_KEYS.isdisjoint(record):
+            if record.keys() == _RECORD_KEYS:  # what Docker sends: no partial marks, no extra
+                extra = None
+            elif text.__class__ is not str or not _PARTIAL_KEYS.isdisjoint(record):
+                text = None
+            elif _RECORD_KEYS.issuperset(record):
+                extra = None
+            else:  # FireLens adds ecs_cluster and others
+                extra = {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+            if text.__class__ is not str:
                 if singles is None:
                     singles = []
                     parts.append(singles)
                     run = None
                 singles.append(event_to_line(tag, stamp, record, received_at))
                 continue
-            extra = None
-            if not _RECORD_KEYS.issuperset(record):  # FireLens adds ecs_cluster and others
-                extra = {key: value for key, value in record.items() if key not in _RECORD_KEYS}
             key = (
                 tag, record.get("container_id"), record.get("container_name"),
                 record.get("source"), extra,
@@ -177,9 +188,10 @@ def events_to_parts(
             if run is None or key != run_key:
                 run, run_key, singles = _record_run(tag, record, extra, received_at), key, None
                 parts.append(run)
-            run.texts.append(text.rstrip("\n"))
-            assert run.times is not None
-            run.times.append(stamp)
+                texts = run.texts
+                times = run.times = []
+            texts.append(text.rstrip("\n"))
+            times.append(stamp)
     return parts
 
 
@@ -201,7 +213,7 @@ def _record_run(
         container_name=name.lstrip("/") if isinstance(name, str) and name else None,
         tag=tag,
     )
-    return LineRun([], like, times=[], extra=extra, unwrap=False)
+    return LineRun([], like, extra=extra, unwrap=False)
 
 
 class _HeartbeatResponder(asyncio.DatagramProtocol):
@@ -343,7 +355,7 @@ class ForwardSource:
             self._serve,
             self.listen.host,
             self.listen.port,
-            limit=READ_BYTES,
+            limit=STREAM_BUFFER_BYTES,
             reuse_address=True,
         )
         port = self._server.sockets[0].getsockname()[1]
@@ -365,7 +377,9 @@ class ForwardSource:
             if stat.S_ISSOCK(os.lstat(path).st_mode):
                 os.unlink(path)
                 log.info("forward_stale_socket_removed", path=path)
-        self._server = await asyncio.start_unix_server(self._serve, path, limit=READ_BYTES)
+        self._server = await asyncio.start_unix_server(
+            self._serve, path, limit=STREAM_BUFFER_BYTES
+        )
         os.chmod(path, SOCKET_MODE)
         log.info(
             "forward_listening",

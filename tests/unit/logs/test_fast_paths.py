@@ -18,9 +18,12 @@ from hypothesis import strategies as st
 
 from sidecars.logs import detect, levels, normalise, timestamps
 from sidecars.logs.formats import access
+from sidecars.logs.forward_protocol import ForwardMessage
 from sidecars.logs.model import LogLine, Record
+from sidecars.logs.pipeline import LineRun
 from sidecars.logs.processor import LogProcessor
 from sidecars.logs.redact import Redactor
+from sidecars.logs.sources.forward import event_to_line, events_to_parts
 from sidecars.settings import load_log_adapter
 
 NOW = 1795694400.0  # 2026-11-26T12:00:00Z
@@ -250,3 +253,57 @@ def test_record_texts_are_lines_with_their_times_and_extra_attributes() -> None:
         assert (record["stream"], record["container_id"], record["service"]) == (
             "stdout", "c1", "orders"
         )
+
+
+def through_forward_events(
+    texts: Sequence[str], times: Sequence[float | None], extra: dict[str, Any] | None, batch: int,
+    *, runs: bool, **env: str,
+) -> tuple[list[bytes], Any]:
+    """Docker/FireLens records as the Forward input hands them over: in runs
+    (``events_to_parts``: ``push_lines`` with each event's time) or one LogLine each
+    (``event_to_line``: ``push``)."""
+    general = processor(**env)
+    records: list[Record] = []
+    for start in range(0, len(texts), batch):
+        events = [
+            (when, {"container_id": "c1", "container_name": "/orders", "source": "stdout",
+                    "log": text + "\n", **(extra or {})})
+            for text, when in zip(texts[start : start + batch], times[start : start + batch],
+                                  strict=True)
+        ]
+        if runs:
+            for part in events_to_parts([ForwardMessage("docker.orders", events, None, "x")],
+                                        NOW):
+                assert isinstance(part, LineRun)
+                records += general.push_lines(part.texts, part.like, times=part.times,
+                                              extra=part.extra, unwrap=part.unwrap)
+        else:
+            lines = [event_to_line("docker.orders", when, record, NOW) for when, record in events]
+            records += general.push(lines)
+    records += general.flush()
+    return canonical(records), general.totals
+
+
+@pytest.mark.parametrize("env", [{}, {"REDACT": "off"}, {"MULTILINE": "off"}, {"SERVICE": "shop"},
+                                 {"STATIC": "1"}])
+@pytest.mark.parametrize("extra", [None, {"ecs_cluster": "shop"}])
+def test_forward_runs_give_what_records_one_by_one_give_on_the_corpus(
+    env: dict[str, str], extra: dict[str, Any] | None
+) -> None:
+    lines = corpus_lines()
+    times = [1795687200.0 + index / 7 if index % 5 else None for index in range(len(lines))]
+    fast = through_forward_events(lines, times, extra, 500, runs=True, **env)
+    assert fast == through_forward_events(lines, times, extra, 500, runs=False, **env)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(texts, st.sampled_from([None, 1795687200.25, 1795687201.5])),
+                max_size=30),
+       st.integers(min_value=1, max_value=12))
+def test_forward_runs_give_what_records_one_by_one_give_on_generated_lines(
+    events: list[tuple[str, float | None]], batch: int
+) -> None:
+    texts_ = [text for text, _ in events]
+    times = [when for _, when in events]
+    fast = through_forward_events(texts_, times, None, batch, runs=True)
+    assert fast == through_forward_events(texts_, times, None, batch, runs=False)
