@@ -53,10 +53,10 @@ class StdinSource:
             self.finished.set()
             return
         try:
-            if stat.S_ISREG(mode):
-                await self._read_file()
-            else:
+            if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) or os.isatty(self._fd):
                 await self._read_stream()
+            else:  # a file, or a device such as /dev/null: never blocks, cannot be polled
+                await self._read_file()
             if not self._stopping:
                 last = self._splitter.finish()
                 if last is not None:
@@ -69,6 +69,8 @@ class StdinSource:
             self.finished.set()
 
     async def _read_file(self) -> None:
+        """Read what cannot be polled: epoll refuses regular files and /dev/null (uvloop aborts
+        the process on them), and reading them never blocks."""
         while not self._stopping:
             data = os.read(self._fd, CHUNK_BYTES)
             if not data:

@@ -194,3 +194,23 @@ def test_crlf_line_ends_are_not_part_of_any_message(adapters: StartAdapter) -> N
     lines = [f"windows line {i}" for i in range(30000)]  # more than one read of stdin
     adapter = run_to_eof(adapters, ("\r\n".join(lines) + "\r\n").encode())
     assert [r["message"] for r in adapter.records()] == lines
+
+
+def test_stdin_from_dev_null_or_a_file_is_read_to_its_end(
+    adapters: StartAdapter, tmp_path: Path
+) -> None:
+    """A container's stdin is usually /dev/null, and `adapter < app.log` gives a regular file:
+    neither can be polled (uvloop aborted the process on /dev/null); both end like EOF."""
+    empty = adapters({"LOGADAPTER_INPUTS": "stdin"}, stdin=subprocess.DEVNULL, ready=False)
+    assert empty.process is not None
+    assert empty.process.wait(30) == 0, empty.stderr_text()
+    assert empty.records() == []
+    saved = tmp_path / "app.log"
+    saved.write_text("".join(f'{{"level":"warn","msg":"line {i}"}}\n' for i in range(500)))
+    with saved.open("rb") as file:
+        adapter = adapters({"LOGADAPTER_INPUTS": "stdin"}, stdin=file.fileno(), ready=False)
+        assert adapter.process is not None
+        assert adapter.process.wait(30) == 0, adapter.stderr_text()
+    records = adapter.records()
+    assert [r["message"] for r in records] == [f"line {i}" for i in range(500)]
+    assert {r["level"] for r in records} == {"warn"}
