@@ -40,6 +40,7 @@ from bench.common import (
     ManagedProcess,
     Patience,
     Target,
+    compile_sidecars,
     free_port,
     http_request,
     measured_quietly,
@@ -644,6 +645,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
+    compile_sidecars()
     patience = Patience(args.patience)
     parts = args.part or ["stdin", "forward"]
     rounds = args.rounds or (2 if args.quick else 3)

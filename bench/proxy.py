@@ -31,6 +31,7 @@ from bench.common import (
     ManagedProcess,
     Patience,
     Target,
+    compile_sidecars,
     cpu_seconds,
     free_port,
     http_request,
@@ -528,6 +529,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
+    compile_sidecars()
     patience = Patience(args.patience)
     shape = LoadShape(
         rounds=args.rounds or (3 if args.quick else 5),
