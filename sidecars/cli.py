@@ -21,11 +21,30 @@ EXIT_CONFIG = 2
 SIDECARS = ("breaker", "ambassador", "log-adapter")
 
 
+class _Version(argparse.Action):
+    """``--version``: the installed distribution's version, looked up only when asked
+    (importlib.metadata costs ~20 ms, which every start would otherwise pay)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kwargs: object) -> None:
+        import importlib.metadata  # noqa: PLC0415
+
+        try:
+            version = importlib.metadata.version("sidecars")
+        except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
+            version = "unknown"
+        sys.stdout.write(f"sidecars {version}\n")
+        parser.exit()
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sidecars",
         description="Drop-in sidecars: circuit breaker, retry ambassador, log adapter.",
     )
+    parser.add_argument("--version", action=_Version)
     commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
     commands.add_parser("breaker", help="circuit-breaker proxy (BREAKER_* variables)")
     commands.add_parser("ambassador", help="outbound retry proxy (AMBASSADOR_* variables)")

@@ -4,6 +4,8 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
+from pathlib import Path
 
 import pytest
 from support import free_port
@@ -68,6 +70,14 @@ def test_unknown_command_is_a_usage_error() -> None:
     result = run(["teleport"], {})
     assert result.returncode == 2
     assert "invalid choice" in result.stderr
+
+
+def test_version_is_the_installed_distribution_s() -> None:
+    result = run(["--version"], {})
+    assert result.returncode == 0
+    pyproject = Path(__file__).parents[3] / "pyproject.toml"
+    version = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert result.stdout == f"sidecars {version}\n"
 
 
 def test_health_reports_failure_when_nothing_listens() -> None:
