@@ -243,6 +243,7 @@ def _common(env: Mapping[str, str], reader: EnvReader, admin_default: str) -> Co
         admin_token=common.get("ADMIN_TOKEN", str.strip),
         drain_timeout=common.get("DRAIN_TIMEOUT", p.duration, 20.0),
     )
+    common.reject_unknown()  # SIDECAR_DRAIN_TIMOUT must not pass unnoticed either
     reader.problems.extend(common.problems)
     return settings
 

@@ -83,6 +83,13 @@ def test_missing_upstream_and_misspelt_variable() -> None:
     ]
 
 
+@pytest.mark.parametrize("command", ["breaker", "ambassador", "log-adapter"])
+def test_a_misspelt_common_variable_is_an_error_for_every_sidecar(command: str) -> None:
+    env = {"BREAKER_UPSTREAM": "http://a:1", "AMBASSADOR_UPSTREAM": "http://a:1"}
+    problems = load_problems(command, {**env, "SIDECAR_DRAIN_TIMOUT": "5s"})
+    assert "SIDECAR_DRAIN_TIMOUT is not a known setting (check the spelling)" in problems
+
+
 def test_protocol_and_upstream_must_agree() -> None:
     problems = load_problems(
         "breaker", {"BREAKER_UPSTREAM": "http://db:5432", "BREAKER_PROTOCOL": "tcp"}
