@@ -9,7 +9,13 @@ from typing import Any, TextIO
 
 import orjson
 import structlog
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
@@ -69,6 +75,9 @@ def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
 
 
+# No `*_created` series: a timestamp per counter and label set doubles every scrape and no
+# dashboard reads it (Envoy and HAProxy exporters have none either).
+disable_created_metrics()
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _PROXY = ("sidecar", "upstream")

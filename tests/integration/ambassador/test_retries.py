@@ -31,6 +31,7 @@ async def test_a_flaky_upstream_is_retried_until_it_answers(
         (2, "status", 503, True),
     ]
     assert all(0 <= event["backoff"] <= 0.005 for event in failed)  # full jitter, max 5ms
+    assert "_created" not in proxy.sidecar.metrics()  # no timestamp series per counter
 
 
 @pytest.mark.parametrize(
