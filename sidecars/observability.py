@@ -77,7 +77,7 @@ def get_logger(name: str) -> Any:
 
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
 # dashboard reads it (Envoy and HAProxy exporters have none either).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 _PROXY = ("sidecar", "upstream")
