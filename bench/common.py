@@ -434,6 +434,25 @@ def write_results(kind: str, data: Mapping[str, Any]) -> Path:
     return path
 
 
+def finish_run(
+    kind: str,
+    results: dict[str, Any],
+    targets: Sequence[Target],
+    started: float,
+    patience: Patience,
+) -> Path:
+    """Print the targets, add the run's own facts to ``results`` and write them."""
+    print("\n== targets")
+    print_table(["target", "value", "goal", "verdict"], [target.row() for target in targets])
+    results["targets"] = [target.as_dict() for target in targets]
+    results["cpu_busy_after"] = round(warn_if_busy("after the run"), 3)
+    results["wall_seconds"] = round(time.perf_counter() - started, 1)
+    results["patience_spent_seconds"] = round(patience.spent, 1)
+    path = write_results(kind, results)
+    print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    return path
+
+
 @contextlib.contextmanager
 def scratch_dir(prefix: str) -> Iterator[Path]:
     with tempfile.TemporaryDirectory(prefix=prefix) as name:

@@ -41,6 +41,7 @@ from bench.common import (
     Patience,
     Target,
     compile_sidecars,
+    finish_run,
     free_port,
     http_request,
     measured_quietly,
@@ -51,7 +52,6 @@ from bench.common import (
     status_kib,
     stop_children_on_sigterm,
     warn_if_busy,
-    write_results,
 )
 from bench.corpus import single_line_events, write_corpus
 
@@ -684,14 +684,7 @@ def main(argv: list[str] | None = None) -> int:
                 at_least=True,
             )
         )
-    print("\n== targets")
-    print_table(["target", "value", "goal", "verdict"], [target.row() for target in targets])
-    results["targets"] = [target.as_dict() for target in targets]
-    results["cpu_busy_after"] = round(warn_if_busy("after the run"), 3)
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    results["patience_spent_seconds"] = round(patience.spent, 1)
-    path = write_results("logs", results)
-    print(f"\nresults: {path}")
+    finish_run("logs", results, targets, started, patience)
     return 1 if failed else 0
 
 

@@ -20,7 +20,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from string import Template
 from typing import Any
 
@@ -33,6 +32,7 @@ from bench.common import (
     Target,
     compile_sidecars,
     cpu_seconds,
+    finish_run,
     free_port,
     http_request,
     measured_quietly,
@@ -43,7 +43,6 @@ from bench.common import (
     status_kib,
     stop_children_on_sigterm,
     warn_if_busy,
-    write_results,
 )
 
 CONFIG_DIR = BENCH_DIR / "config"
@@ -602,14 +601,7 @@ def main(argv: list[str] | None = None) -> int:
                         unit=" MB",
                     )
                 )
-    print("\n== targets")
-    print_table(["target", "value", "goal", "verdict"], [target.row() for target in targets])
-    results["targets"] = [target.as_dict() for target in targets]
-    results["cpu_busy_after"] = round(warn_if_busy("after the run"), 3)
-    results["wall_seconds"] = round(time.perf_counter() - started, 1)
-    results["patience_spent_seconds"] = round(patience.spent, 1)
-    path = write_results("proxy", results)
-    print(f"\nresults: {path.relative_to(Path.cwd()) if path.is_relative_to(Path.cwd()) else path}")
+    finish_run("proxy", results, targets, started, patience)
     return 1 if failed else 0
 
 
