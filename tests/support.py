@@ -169,3 +169,16 @@ def running(args: list[str], env: Mapping[str, str], admin_port: int) -> Iterato
         yield sidecar
     finally:
         sidecar.close()
+
+
+class FakeClock:
+    """A clock for sans-IO code: ``clock()`` reads it, ``advance`` moves it."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from support import FakeClock
 
 from sidecars.logs.processor import LogProcessor
 from sidecars.settings import load_log_adapter
@@ -14,20 +15,9 @@ from sidecars.settings import load_log_adapter
 NOW = 1795694400.0  # 2026-11-26T12:00:00Z
 
 
-class FakeClock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(NOW)
 
 
 MakeProcessor = Callable[..., LogProcessor]

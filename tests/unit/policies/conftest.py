@@ -3,17 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from support import FakeClock
 
 
 @pytest.fixture
