@@ -7,6 +7,9 @@
 2. Forward input: pre-encoded PackedForward batches over one TCP connection into the adapter
    (stdout to /dev/null), beside a minimal msgpack+orjson Forward server as the floor.
 
+The adapter measured is the build the images ship (``tools.compiled``: the per-line modules
+compiled by mypyc); ``adapter (py)`` is the same source as pure Python, shown beside it.
+
     python -m bench.logs                 # 500k lines, 3 rounds; 300k Forward records, 3 rounds
     python -m bench.logs --quick         # 100k lines, 2 rounds; 100k records, 2 rounds
     python -m bench.logs --part stdin    # or --part forward
@@ -40,7 +43,7 @@ from bench.common import (
     ManagedProcess,
     Patience,
     Target,
-    compile_sidecars,
+    build_sidecars,
     finish_run,
     free_port,
     http_request,
@@ -60,6 +63,9 @@ FORWARD_TARGET = 100_000.0
 OUTPUT_IDLE_SECONDS = 2.0
 RUN_TIMEOUT_SECONDS = 300.0
 FORWARD_BATCH = 500
+PURE_PYTHON = "adapter (py)"
+"""The log adapter without its compiled modules (an editable install), shown beside the
+shipped build for comparison; the targets are judged on the shipped build."""
 METRICS_POLL_SECONDS = 0.05
 
 
@@ -215,14 +221,13 @@ def stdin_contestants(workdir: Path, log_level: str) -> list[PipeContestant]:
         output=syslog_out
     )
     (workdir / "syslog-ng.conf").write_text(conf)
-    adapter_env = sidecar_env(
-        {
-            "LOGADAPTER_INPUTS": "stdin",
-            "LOGADAPTER_OUTPUTS": "stdout",
-            "LOGADAPTER_ADMIN_LISTEN": f"{LOOPBACK}:{free_port()}",
-            "SIDECAR_LOG_LEVEL": log_level,
-        }
-    )
+    adapter_env = {
+        "LOGADAPTER_INPUTS": "stdin",
+        "LOGADAPTER_OUTPUTS": "stdout",
+        "LOGADAPTER_ADMIN_LISTEN": f"{LOOPBACK}:{free_port()}",
+        "SIDECAR_LOG_LEVEL": log_level,
+    }
+    adapter_argv = [sys.executable, "-m", "sidecars", "log-adapter"]
     return [
         PipeContestant(
             "syslog-ng",
@@ -240,8 +245,9 @@ def stdin_contestants(workdir: Path, log_level: str) -> list[PipeContestant]:
             None,
             output_file=syslog_out,
         ),
+        PipeContestant("log-adapter", "sidecar", adapter_argv, sidecar_env(adapter_env)),
         PipeContestant(
-            "log-adapter", "sidecar", [sys.executable, "-m", "sidecars", "log-adapter"], adapter_env
+            PURE_PYTHON, "sidecar", adapter_argv, sidecar_env(adapter_env, pure_python=True)
         ),
         PipeContestant(
             "orjson floor", "floor", [sys.executable, "-m", "bench.orjson_floor"], sidecar_env({})
@@ -447,7 +453,7 @@ def slope(samples: list[tuple[float, float]], low: float, high: float) -> float 
 
 
 def forward_adapter_run(
-    frames: Sequence[bytes], records: int, log_level: str, peak: list[int]
+    frames: Sequence[bytes], records: int, log_level: str, peak: list[int], *, pure_python: bool
 ) -> ForwardRun:
     port, admin_port = free_port(), free_port()
     env = sidecar_env(
@@ -457,7 +463,8 @@ def forward_adapter_run(
             "LOGADAPTER_OUTPUTS": "stdout",
             "LOGADAPTER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
             "SIDECAR_LOG_LEVEL": log_level,
-        }
+        },
+        pure_python=pure_python,
     )
     argv = [sys.executable, "-m", "sidecars", "log-adapter"]
     with ManagedProcess("log-adapter", argv, env=env, stdout=subprocess.DEVNULL) as adapter:
@@ -523,9 +530,9 @@ def bench_forward(records: int, rounds: int, log_level: str, patience: Patience)
         f"  {records:,} records in {len(frames)} PackedForward frames, {size / 1e6:.1f} MB",
         flush=True,
     )
-    runs: dict[str, list[ForwardRun]] = {"forward floor": [], "log-adapter": []}
+    runs: dict[str, list[ForwardRun]] = {"forward floor": [], "log-adapter": [], PURE_PYTHON: []}
     others_share: dict[str, list[float]] = {name: [] for name in runs}
-    peak: list[int] = []
+    peaks: dict[str, list[int]] = {name: [] for name in runs}
     failures: dict[str, str] = {}
     for round_index in range(rounds):
         names = list(runs) if round_index % 2 == 0 else list(runs)[::-1]
@@ -534,9 +541,16 @@ def bench_forward(records: int, rounds: int, log_level: str, patience: Patience)
                 continue
             label = f"round {round_index + 1}: {name:<13}"
             measure = (
-                functools.partial(forward_adapter_run, frames, records, log_level, peak)
-                if name == "log-adapter"
-                else functools.partial(forward_floor_run, frames, records)
+                functools.partial(forward_floor_run, frames, records)
+                if name == "forward floor"
+                else functools.partial(
+                    forward_adapter_run,
+                    frames,
+                    records,
+                    log_level,
+                    peaks[name],
+                    pure_python=name == PURE_PYTHON,
+                )
             )
             try:
                 run, others = measured_quietly(measure, label, patience)
@@ -567,7 +581,7 @@ def bench_forward(records: int, rounds: int, log_level: str, patience: Patience)
                 "median_10_90_slope": round(median(slopes)) if slopes else None,
                 "ratio_vs_floor": round(rate / floor_rate, 3) if runs["forward floor"] else None,
                 "records_out": [run.records_out for run in measured],
-                "peak_rss_mb": max(peak) / 1024 if name == "log-adapter" and peak else None,
+                "peak_rss_mb": max(peaks[name]) / 1024 if peaks[name] else None,
                 "others_cpu_share_per_round": [round(x, 3) for x in others_share[name]],
             }
         )
@@ -645,7 +659,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
-    compile_sidecars()
+    build_sidecars()
     patience = Patience(args.patience)
     parts = args.part or ["stdin", "forward"]
     rounds = args.rounds or (2 if args.quick else 3)

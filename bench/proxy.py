@@ -30,7 +30,7 @@ from bench.common import (
     ManagedProcess,
     Patience,
     Target,
-    compile_sidecars,
+    build_sidecars,
     cpu_seconds,
     finish_run,
     free_port,
@@ -528,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
-    compile_sidecars()
+    build_sidecars()
     patience = Patience(args.patience)
     shape = LoadShape(
         rounds=args.rounds or (3 if args.quick else 5),

@@ -262,7 +262,7 @@ def schema_record(
     trace = pop(trace_key) if trace_key is not None else None
     span = pop(span_key) if span_key is not None else None
     hint = pop(service_key) if service_key is not None else None
-    level: str | None = raw_level
+    level: str | None = "info"
     if level_key is not None:
         kind = raw_level.__class__
         level = (
@@ -272,7 +272,7 @@ def schema_record(
             if kind is int
             else None
         )
-    stamp: str | None = raw_time
+    stamp: str | None = default_time
     if time_key is not None:
         kind = raw_time.__class__
         if kind is str:

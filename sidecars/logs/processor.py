@@ -158,7 +158,6 @@ class LogProcessor:
         stream.touched = now
         envelopes = unwrap and self._envelopes and like.format_hint is None
         fast_limit = self._fast_limit
-        emit = self._emit_run
         self._start_run(like, name)
         # The JSON lane of ``_emit_run``, inlined: JSON lines are the commonest of all. A
         # line of stdin is decoded here (it may be a Docker json-file envelope); a record's
@@ -166,7 +165,6 @@ class LogProcessor:
         json_lane = not self._static
         json_texts = not envelopes and self._auto and like.format_hint is None
         service, plain_time, head = self._run_service, self._run_time, self._run_head
-        schema_record = normalise.schema_record
         json_records = 0
         pending = stream.single
         quiet = stream.partial is None and stream.group is None
@@ -203,9 +201,9 @@ class LogProcessor:
                     held, _, moment, held_data, held_extra, held_suspect = pending
                     if json_lane and held is like and held_data is not None and not held_suspect:
                         default_time = plain_time if moment is None else None
-                        record = schema_record(held_data, service, default_time, head)
+                        record = normalise.schema_record(held_data, service, default_time, head)
                     if record is None:
-                        out.append(emit(pending, name))
+                        out.append(self._emit_run(pending, name))
                     else:
                         if record["timestamp"] is None:  # the line's input time, then
                             record["timestamp"] = self._default_time(like, moment)
@@ -528,8 +526,11 @@ class LogProcessor:
 
     def _parse_text(self, line: LogLine, text: str) -> tuple[str, Record]:
         hint = line.format_hint
-        parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
-        return parse(text, self._now)
+        if hint is None:
+            if self._auto:  # a direct call: native in the compiled build
+                return detect.detect(text, self._now)
+            return self._parse(text, self._now)
+        return self._hinted.get(hint, self._parse)(text, self._now)
 
     def _emit_single(self, single: Single, stream_name: str | None) -> Record:
         """A one-line group as a record: parse, normalise, redact."""
@@ -538,9 +539,7 @@ class LogProcessor:
             fmt = "json"
             fields = normalise.from_mapping(data, owned=True)
         else:
-            hint = line.format_hint
-            parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
-            fmt, fields = parse(text, self._now)
+            fmt, fields = self._parse_text(line, text)
         self._formats[fmt] += 1
         record = self._finish(fields, line, stream_name, when, extra)
         if suspect and self._redactor is not None:
@@ -596,9 +595,7 @@ class LogProcessor:
             if data is not None:
                 fields = normalise.from_mapping(data, owned=True)
             else:
-                hint = line.format_hint
-                parse = self._parse if hint is None else self._hinted.get(hint, self._parse)
-                fmt, fields = parse(text, self._now)
+                fmt, fields = self._parse_text(line, text)
             hint = fields.pop("service", None)
             service = service or hint or "unknown"
             record = {"timestamp": None, "level": "info", "message": "", "service": service}

@@ -133,7 +133,7 @@ def from_iso(text: str) -> str | None:
     return prefix + (fraction + "000000")[:6] + "Z"
 
 
-def from_epoch(value: float) -> str | None:
+def from_epoch(value: int | float) -> str | None:
     """Epoch seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude, as
     pino, zap, bunyan and OpenTelemetry write them) -> RFC 3339; None outside years 1..9999."""
     if math.isnan(value) or value < 0:  # before 1970: not a log timestamp

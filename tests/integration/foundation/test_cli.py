@@ -77,7 +77,7 @@ def test_version_is_the_installed_distribution_s() -> None:
     assert result.returncode == 0
     pyproject = Path(__file__).parents[3] / "pyproject.toml"
     version = tomllib.loads(pyproject.read_text())["project"]["version"]
-    assert result.stdout == f"sidecars {version}\n"
+    assert result.stdout.startswith(f"sidecars {version} (log processing: ")
 
 
 def test_health_reports_failure_when_nothing_listens() -> None:
