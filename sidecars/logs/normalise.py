@@ -126,12 +126,13 @@ class Plan(NamedTuple):
 
 
 _SIMPLE_TARGETS = (_MESSAGE, _LEVEL, _TIME, _LOGGER, _TRACE, _SPAN, _SERVICE)
-_plans: dict[tuple[str, ...], Plan] = {}
+_plans: dict[tuple[Any, ...], Plan] = {}
 
 
-def _plan(keys: tuple[str, ...]) -> Plan:
+def _plan(keys: tuple[Any, ...]) -> Plan:
     """The plan of a key set (``message`` beats ``msg`` whatever the line's key order).
-    Cached: one application writes the same keys on every line."""
+    Cached: one application writes the same keys on every line. (A Forward event's keys may
+    be other than strings: they are never aliases.)"""
     plan = _plans.get(keys)
     if plan is None:
         if len(_plans) >= 2048:
@@ -158,7 +159,7 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
     any other value goes through ``_apply`` like every key of the other key sets.
     """
     attributes = data if owned else dict(data)
-    keys = tuple(data)
+    keys: tuple[Any, ...] = tuple(data)  # not only strings: a Forward event's may not be
     plan = _plans.get(keys)
     if plan is None:
         plan = _plan(keys)
@@ -246,7 +247,7 @@ def schema_record(
     ``unknown``); ``default_time``: the timestamp of a line without one (None: left for the
     caller); ``head``: fields that follow ``service`` (stream, container). ``data`` (the
     decoded line) becomes ``attributes``."""
-    keys = tuple(data)
+    keys: tuple[Any, ...] = tuple(data)  # not only strings: a Forward event's may not be
     plan = _plans.get(keys)
     if plan is None:
         plan = _plan(keys)
@@ -311,7 +312,7 @@ def schema_record(
     return record
 
 
-def _restore(data: dict[str, Any], keys: tuple[str, ...], taken: dict[str, Any]) -> None:
+def _restore(data: dict[str, Any], keys: tuple[Any, ...], taken: dict[str, Any]) -> None:
     """Put back the values ``schema_record`` took out, each in its place (``keys``: the
     original order, which only refilling the dict restores)."""
     rest = dict(data)

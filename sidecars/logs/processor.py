@@ -667,7 +667,7 @@ class LogProcessor:
         self._formats["structured"] += 1
         record = self._finish(record_fields, line, line.stream, None, None)
         if self._redactor is not None:
-            raw = orjson.dumps(fields, default=str).decode()
+            raw = orjson.dumps(fields, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
             rules = self._redactor.scan(raw, record.get("attributes", _NO_KEYS))
             if rules:
                 self._redactor.redact(record, rules)
@@ -813,5 +813,6 @@ def _docker_record(line: LogLine, fields: dict[str, Any]) -> tuple[LogLine, dict
             changes[key] = value
     extra = None
     if not _DOCKER_KEYS.issuperset(fields):
-        extra = {key: value for key, value in fields.items() if key not in _DOCKER_KEYS}
+        loose: dict[Any, Any] = fields  # a Forward event's keys may be other than strings
+        extra = {key: value for key, value in loose.items() if key not in _DOCKER_KEYS}
     return (dataclasses.replace(line, **changes) if changes else line), extra

@@ -202,7 +202,7 @@ class Redactor:
         self._custom = custom
         self.counts: dict[str, int] = {}
         self._key_cache: dict[str, bool] = {}
-        self._key_sets: dict[tuple[str, ...], bool] = {}
+        self._key_sets: dict[tuple[Any, ...], bool] = {}
 
     @classmethod
     def from_spec(cls, spec: str) -> Redactor | None:
@@ -347,7 +347,7 @@ class Redactor:
         """Whether a top-level key of ``data`` is named like a secret. Cached per key set:
         one application writes the same keys on every line. (Nested objects are found by
         ``scan``, which searches the raw text of lines that have them.)"""
-        keys = tuple(data)
+        keys: tuple[Any, ...] = tuple(data)  # not only strings (Forward events)
         known = self._key_sets.get(keys)
         if known is None:
             if len(self._key_sets) > 2048:
@@ -438,11 +438,13 @@ class Redactor:
                 data[index] = self._redact_value(value, rules)
             return
         keys = rules & SECRET_FIELD and self._defaults
-        for key, value in data.items():
+        loose: dict[Any, Any] = data  # a Forward event's keys may be other than strings
+        for key, value in loose.items():
             if (
                 keys
                 and value is not None
                 and not isinstance(value, (dict, list, bool))
+                and isinstance(key, str)
                 and self.is_secret_key(key)
             ):
                 if not (isinstance(value, str) and value.startswith("[REDACTED")):

@@ -11,6 +11,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecars.logs.buffer import encode_records
 from sidecars.logs.formats import logfmt
 from sidecars.logs.model import LogLine, Record
 from sidecars.logs.processor import LogProcessor
@@ -58,13 +59,52 @@ def check_schema(record: Record) -> None:
     assert record["level"] in LEVELS
     assert isinstance(record["message"], str)
     assert isinstance(record["service"], str) and record["service"]
-    orjson.dumps(record)
+    encode_records([record])  # what the outputs write (Forward events' keys may be ints)
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(line_text, max_size=30), st.sampled_from(["auto", "json", "logfmt", "cri"]))
 def test_any_input_gives_schema_records(texts: list[str], log_format: str) -> None:
     for record in run(texts, {"LOGADAPTER_FORMAT": log_format}, ["stdout", "stderr"]):
+        check_schema(record)
+
+
+# The keys the normaliser reads, with values of every JSON type (and what else a Forward event
+# may carry: integer keys, msgpack bin values): a value of an unexpected type goes to
+# attributes, never fails.
+ALIASED_KEYS = ["msg", "message", "event", "log", "level", "severity", "lvl", "levelname",
+                "time", "ts", "timestamp", "@timestamp", "logger", "trace_id", "span_id",
+                "service", "error", "source", "container_name", "partial_message", "x"]
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1),  # what msgpack can carry
+    st.floats(), st.text(max_size=12), st.binary(max_size=6),
+    st.sampled_from(["info", "30", "2026-11-26T10:00:00Z", "1795687200.5", "nan", "-1", ""]),
+)
+json_like = st.recursive(
+    scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5),
+                                                                         inner, max_size=3),
+    max_leaves=6,
+)
+events = st.dictionaries(st.sampled_from(ALIASED_KEYS) | st.integers(0, 3), json_like, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(events, min_size=1, max_size=12))
+def test_json_lines_and_forward_events_of_any_value_types_give_schema_records(
+    batch: list[dict[str, Any]],
+) -> None:
+    processor = LogProcessor(load_log_adapter({}), clock=lambda: NOW)
+    option = orjson.OPT_NON_STR_KEYS
+    texts = [orjson.dumps(event, default=str, option=option).decode() for event in batch]
+    like = LogLine(text="", received_at=NOW, input="stdin", stream_key="k")
+    records = processor.push_lines(texts, like)
+    records += processor.push([
+        LogLine(text="", received_at=NOW, input="forward", stream_key="f", fields=event,
+                timestamp=NOW)
+        for event in batch
+    ])
+    records += processor.flush()
+    for record in records:
         check_schema(record)
 
 
