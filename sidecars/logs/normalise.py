@@ -58,8 +58,6 @@ ALIASES: dict[str, int] = {
 _RANK = {key: rank for rank, key in enumerate(ALIASES)}
 # Module-level names: from_mapping runs for every JSON line.
 _LEVEL_NAMES = levels.TABLE
-_from_iso = timestamps.from_iso
-_from_epoch = timestamps.from_epoch
 
 
 def _text(value: Any) -> str:
@@ -195,9 +193,9 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
             kind = value.__class__
             stamp = None
             if kind is str:
-                stamp = _from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+                stamp = timestamps.from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
             elif kind is float or kind is int:
-                stamp = _from_epoch(value)
+                stamp = timestamps.from_epoch(value)
             if stamp is None:
                 _apply(record, attributes, time_key, _TIME, value)
             else:
@@ -277,9 +275,9 @@ def schema_record(
     if time_key is not None:
         kind = raw_time.__class__
         if kind is str:
-            stamp = _from_iso(raw_time) if raw_time[4:5] == "-" else timestamps.from_text(raw_time)
+            stamp = timestamps.from_iso(raw_time) if raw_time[4:5] == "-" else timestamps.from_text(raw_time)
         elif kind is float or kind is int:
-            stamp = _from_epoch(raw_time)
+            stamp = timestamps.from_epoch(raw_time)
         else:
             stamp = None
     if (
@@ -346,9 +344,9 @@ def _apply(record: Record, attributes: dict[str, Any], key: str, target: int, va
         stamp = None
         if "timestamp" not in record:
             if kind is str:
-                stamp = _from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+                stamp = timestamps.from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
             elif kind is int or kind is float:
-                stamp = _from_epoch(value)
+                stamp = timestamps.from_epoch(value)
         if stamp is None:
             attributes[key] = value
         else:

@@ -116,15 +116,14 @@ class LogProcessor:
         self._now = now = self._clock()
         batch = lines if isinstance(lines, list) else list(lines)
         out: list[Record] = []
-        accept = self._accept
         suspects = self._suspects(batch)
         if suspects:
             for index, line in enumerate(batch):
-                accept(line, now, out, index in suspects)
+                self._accept(line, now, out, index in suspects)
         else:
             suspect = suspects is None
             for line in batch:
-                accept(line, now, out, suspect)
+                self._accept(line, now, out, suspect)
         self._publish()
         return out
 

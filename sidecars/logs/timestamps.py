@@ -135,32 +135,45 @@ def from_iso(text: str) -> str | None:
 
 def from_epoch(value: int | float) -> str | None:
     """Epoch seconds, milliseconds, microseconds or nanoseconds (told apart by magnitude, as
-    pino, zap, bunyan and OpenTelemetry write them) -> RFC 3339; None outside years 1..9999."""
-    if math.isnan(value) or value < 0:  # before 1970: not a log timestamp
-        return None
+    pino, zap, bunyan and OpenTelemetry write them) -> RFC 3339; None outside years 1..9999.
+    (Integers and floats take separate typed paths: native arithmetic when compiled.)"""
     if isinstance(value, int):
-        if value >= 10**17:
-            seconds, micros = divmod(value // 1000, 1_000_000)
-        elif value >= 10**14:
-            seconds, micros = divmod(value, 1_000_000)
-        elif value >= 10**11:
-            seconds, millis = divmod(value, 1000)
-            micros = millis * 1000
-        else:
-            seconds, micros = value, 0
-    else:
-        if value >= 1e17:
-            value /= 1e9
-        elif value >= 1e14:
-            value /= 1e6
-        elif value >= 1e11:
-            value /= 1e3
-        if value == math.inf:
-            return None
-        seconds = int(value)
-        micros = int((value - seconds) * 1e6 + 0.5)
-        if micros >= 1_000_000:
-            seconds, micros = seconds + 1, micros - 1_000_000
+        return _from_epoch_int(value)
+    return _from_epoch_float(value)
+
+
+def _from_epoch_int(value: int) -> str | None:
+    if value < 0:  # before 1970: not a log timestamp
+        return None
+    if value >= 10**17:
+        value //= 1000
+        return _epoch_text(value // 1_000_000, value % 1_000_000)
+    if value >= 10**14:
+        return _epoch_text(value // 1_000_000, value % 1_000_000)
+    if value >= 10**11:
+        return _epoch_text(value // 1000, value % 1000 * 1000)
+    return _epoch_text(value, 0)
+
+
+def _from_epoch_float(value: float) -> str | None:
+    if math.isnan(value) or value < 0:
+        return None
+    if value >= 1e17:
+        value /= 1e9
+    elif value >= 1e14:
+        value /= 1e6
+    elif value >= 1e11:
+        value /= 1e3
+    if value == math.inf:
+        return None
+    seconds = int(value)
+    micros = int((value - seconds) * 1e6 + 0.5)
+    if micros >= 1_000_000:
+        seconds, micros = seconds + 1, micros - 1_000_000
+    return _epoch_text(seconds, micros)
+
+
+def _epoch_text(seconds: int, micros: int) -> str | None:
     prefix = _epoch_prefixes.get(seconds, "")
     if prefix == "":
         try:
