@@ -14,7 +14,6 @@ milliseconds or nanoseconds start with 1 and dates have too few digits: no candi
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 RUN_CHARACTERS = "0123456789 -"
 """What a card number is written with."""
@@ -52,10 +51,12 @@ def is_card_number(text: str) -> bool:
     return 13 <= len(digits) <= 19 and digits.startswith(_PREFIXES) and luhn_valid(digits)
 
 
-def plausible_runs(text: str, classes: bytes) -> Iterator[int]:
+def plausible_runs(text: str, classes: bytes, *, first_only: bool = False) -> list[int]:
     """Where runs of digits, spaces and dashes that could hold a card number (13 or more
-    digits, starting like a card) begin in ``text``. ``classes`` has one byte per character
-    of ``text``: ``0`` for the ``RUN_CHARACTERS``, anything else for the others."""
+    digits, starting like a card) begin in ``text`` (only the first with ``first_only``).
+    ``classes`` has one byte per character of ``text``: ``0`` for the ``RUN_CHARACTERS``,
+    anything else for the others."""
+    found: list[int] = []
     index = classes.find(_RUN)
     while index >= 0:
         match = _ZEROS.match(classes, index)
@@ -63,8 +64,11 @@ def plausible_runs(text: str, classes: bytes) -> Iterator[int]:
         end = match.end()
         run = text[index:end].lstrip(" -")
         if run[:1] in _FIRST_DIGITS and len(run) - run.count(" ") - run.count("-") >= 13:
-            yield index
+            found.append(index)
+            if first_only:
+                break
         index = classes.find(_RUN, end)
+    return found
 
 
 def may_hold_card(text: str) -> bool:
@@ -74,7 +78,7 @@ def may_hold_card(text: str) -> bool:
         return False
     if not text.isascii():  # byte offsets are not character offsets: let the masking decide
         return True
-    return next(plausible_runs(text, classes), None) is not None
+    return bool(plausible_runs(text, classes, first_only=True))
 
 
 def mask_cards(text: str) -> tuple[str, int]:

@@ -193,7 +193,7 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
             kind = value.__class__
             stamp = None
             if kind is str:
-                stamp = timestamps.from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+                stamp = timestamps.from_text(value)
             elif kind is float or kind is int:
                 stamp = timestamps.from_epoch(value)
             if stamp is None:
@@ -275,7 +275,7 @@ def schema_record(
     if time_key is not None:
         kind = raw_time.__class__
         if kind is str:
-            stamp = timestamps.from_iso(raw_time) if raw_time[4:5] == "-" else timestamps.from_text(raw_time)
+            stamp = timestamps.from_text(raw_time)
         elif kind is float or kind is int:
             stamp = timestamps.from_epoch(raw_time)
         else:
@@ -344,7 +344,7 @@ def _apply(record: Record, attributes: dict[str, Any], key: str, target: int, va
         stamp = None
         if "timestamp" not in record:
             if kind is str:
-                stamp = timestamps.from_iso(value) if value[4:5] == "-" else timestamps.from_text(value)
+                stamp = timestamps.from_text(value)
             elif kind is int or kind is float:
                 stamp = timestamps.from_epoch(value)
         if stamp is None:

@@ -183,7 +183,7 @@ def _epoch_text(seconds: int, micros: int) -> str | None:
         prefix = _remember(_epoch_prefixes, seconds, text)
     if prefix is None:
         return None
-    return f"{prefix}.{micros:06d}Z"
+    return prefix + "." + str(1_000_000 + micros)[1:] + "Z"  # six digits, cheaper than :06d
 
 
 def from_text(text: str) -> str | None:
