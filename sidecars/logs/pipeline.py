@@ -41,6 +41,8 @@ class LineProcessor(Protocol):
 
     def flush(self) -> list[Record]: ...
 
+    def flush_streams(self, stream_keys: Iterable[str]) -> list[Record]: ...
+
     def first_pending(self, stream_key: str) -> LogLine | None: ...
 
     @property
@@ -142,6 +144,13 @@ class Pipeline:
     def flush_idle(self) -> int:
         try:
             return self._append(self.processor.flush_idle())
+        except BufferWriteError:
+            return self.buffer.end
+
+    def flush_streams(self, stream_keys: Iterable[str]) -> int:
+        """Emit what the streams of these keys hold (their sender is gone)."""
+        try:
+            return self._append(self.processor.flush_streams(stream_keys))
         except BufferWriteError:
             return self.buffer.end
 

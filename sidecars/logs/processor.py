@@ -269,6 +269,18 @@ class LogProcessor:
         self._publish()
         return out
 
+    def flush_streams(self, stream_keys: Iterable[str]) -> list[Record]:
+        """Every pending record of these stream keys (their sender closed its connection:
+        nothing more will come to continue them)."""
+        self._now = self._clock()
+        out: list[Record] = []
+        for key in stream_keys:
+            for stream in self._streams.pop(key, {}).values():
+                self._drain(stream, out)
+        self._last_stream = _NO_STREAM
+        self._publish()
+        return out
+
     def flush(self) -> list[Record]:
         """Every pending record (EOF, shutdown)."""
         self._now = self._clock()

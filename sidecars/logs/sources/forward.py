@@ -13,6 +13,8 @@ requires a valid PING before any event.
 Lines held by the processor for multi-line joining (at most ``multiline_timeout``) are
 acknowledged with the request that brought them: waiting for the next line would hold a
 one-event-per-request client (Docker with ``fluentd-request-ack``) to one event per timeout.
+When a connection closes, the streams that no other open connection feeds are emitted at once
+rather than after that timeout (the sender is gone: a stopped container).
 """
 
 from __future__ import annotations
@@ -243,6 +245,8 @@ class ForwardConnection:
         self._unpacker = new_unpacker()
         self.peer = str(writer.get_extra_info("peername"))
         self.idle = True
+        self.stream_keys: set[str] = set()
+        """The streams this connection fed (``ForwardSource.ingest``)."""
 
     async def run(self) -> None:
         try:
@@ -320,7 +324,7 @@ class ForwardConnection:
     async def _handle(self, messages: list[ForwardMessage]) -> None:
         """One batch for the processor (clients like fluent-logger send one event per
         request), then the acks of the requests that asked for one."""
-        position = await self._source.ingest(messages)
+        position = await self._source.ingest(messages, self.stream_keys)
         chunks = [message.chunk for message in messages if message.chunk is not None]
         if chunks:
             await self._source.pipeline.buffer.wait_accepted(position)
@@ -342,6 +346,7 @@ class ForwardSource:
         self._server: asyncio.Server | None = None
         self._heartbeats: _HeartbeatResponder | None = None
         self._connections: dict[asyncio.Task[Any], ForwardConnection] = {}
+        self._feeders: dict[str, int] = {}  # stream key -> live connections that fed it
         self.connections_total = 0
         self.requests = 0
         self.events = 0
@@ -396,11 +401,39 @@ class ForwardSource:
         try:
             await connection.run()
         finally:
+            self._flush_orphaned(connection.stream_keys)
             del self._connections[task]
 
-    async def ingest(self, messages: list[ForwardMessage]) -> int:
+    def _flush_orphaned(self, stream_keys: set[str]) -> None:
+        """A connection is gone: the streams no other live connection feeds are emitted now,
+        pending multi-line group and partial line included, instead of after the idle
+        timeout (Docker's fluentd driver has one connection per container and closes it
+        when the container stops: nothing more will continue them)."""
+        orphaned = []
+        for key in stream_keys:
+            feeders = self._feeders[key] - 1
+            if feeders:
+                self._feeders[key] = feeders
+            else:
+                del self._feeders[key]
+                orphaned.append(key)
+        if orphaned:
+            self.pipeline.flush_streams(orphaned)
+
+    async def ingest(self, messages: list[ForwardMessage], fed: set[str]) -> int:
+        """Process these requests of one connection; ``fed``: the stream keys it fed so far
+        (updated)."""
         now = time.time()
         parts = events_to_parts(messages, now)
+        for part in parts:
+            if isinstance(part, LineRun):
+                keys = [part.like.stream_key]
+            else:
+                keys = [line.stream_key for line in part]
+            for key in keys:
+                if key not in fed:
+                    fed.add(key)
+                    self._feeders[key] = self._feeders.get(key, 0) + 1
         for message in messages:
             self.modes[message.mode] = self.modes.get(message.mode, 0) + 1
             self.events += len(message.events)

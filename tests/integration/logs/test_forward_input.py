@@ -13,7 +13,7 @@ from typing import Any
 import msgpack
 import pytest
 from fluent.sender import EventTime, FluentSender
-from logadapter_support import Adapter, StartAdapter, forward_env
+from logadapter_support import Adapter, StartAdapter, forward_env, wait_for
 from support import LOOPBACK, free_port, metric_value
 
 
@@ -321,3 +321,52 @@ def test_an_acknowledged_chunk_survives_kill_9_with_the_disk_buffer(
         forward_env(free_port(), LOGADAPTER_BUFFER_DIR=buffer_dir, LOGADAPTER_OUTPUTS="stdout")
     )
     assert [r["message"] for r in second.wait_records(50)] == [f"durable {n}" for n in range(50)]
+
+
+def docker_event(text: str, chunk: str) -> list[Any]:
+    """A Message-mode record as Docker's fluentd driver sends it, asking for an ack."""
+    record = {"container_id": "c0ffee", "container_name": "/web", "source": "stderr", "log": text}
+    return ["docker.web", int(time.time()), record, {"chunk": chunk}]
+
+
+@pytest.fixture
+def patient(adapters: StartAdapter, forward_port: int) -> Adapter:
+    """Multi-line groups wait an hour for more lines: only a flush can emit them early."""
+    return adapters(forward_env(forward_port, LOGADAPTER_MULTILINE_TIMEOUT="1h"))
+
+
+def test_a_closed_connection_s_streams_are_emitted_at_once(
+    patient: Adapter, forward_port: int
+) -> None:
+    """The container stopped (Docker closes its connection): its last line, and a trace in
+    progress, need not wait for the idle timeout."""
+    client = ForwardClient(forward_port)
+    for number, text in enumerate(["ERROR:app:boom", "Traceback (most recent call last):"]):
+        client.send(docker_event(text, f"c{number}"))
+        assert client.receive() == {"ack": f"c{number}"}
+    client.close()
+    (record,) = patient.wait_records(1)
+    assert record["message"] == "boom"
+    assert record["error"]["stack_trace"] == "Traceback (most recent call last):"
+
+
+def test_a_stream_another_connection_still_feeds_is_not_cut(
+    patient: Adapter, forward_port: int
+) -> None:
+    """Two connections feed one container stream (a forwarder with several): the first one
+    closing does not cut the trace the second goes on with."""
+    first, second = ForwardClient(forward_port), ForwardClient(forward_port)
+    first.send(docker_event("ERROR:app:boom", "a"))
+    assert first.receive() == {"ack": "a"}
+    second.send(docker_event("Traceback (most recent call last):", "b"))
+    assert second.receive() == {"ack": "b"}
+    first.close()
+    wait_for(lambda: patient.status()["inputs"]["forward"]["connections"] == 1)
+    for number, text in enumerate(['  File "app.py", line 1, in <module>', "ValueError: bad"]):
+        second.send(docker_event(text, f"c{number}"))
+        assert second.receive() == {"ack": f"c{number}"}
+    assert patient.records() == []
+    second.close()
+    (record,) = patient.wait_records(1)
+    assert record["message"] == "boom"
+    assert record["error"]["type"] == "ValueError"

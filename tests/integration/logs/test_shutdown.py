@@ -27,16 +27,16 @@ def test_sigterm_flushes_pending_groups_and_buffered_records(
     try:
         for n in range(200):
             assert sender.emit("events", {"message": f"event {n}"})
-        for line in TRACE:  # Docker-style records: the trace stays pending (1h timeout)
-            assert sender.emit(
+        for line in TRACE:  # Docker-style records: the trace stays pending (1h timeout, and
+            assert sender.emit(  # the connection stays open: closing it would flush them)
                 "docker",
                 {"log": line, "source": "stderr", "container_id": "abc", "container_name": "/api"},
             )
+        adapter.wait_records(200)
+        wait_for(lambda: adapter.status()["processor"]["pending_lines"] == len(TRACE))
+        assert adapter.terminate(sig=signal.SIGTERM) == 0
     finally:
         sender.close()
-    adapter.wait_records(200)
-    assert adapter.status()["processor"]["pending_lines"] == len(TRACE)
-    assert adapter.terminate(sig=signal.SIGTERM) == 0
     records = adapter.records()
     assert [r["message"] for r in records[:200]] == [f"event {n}" for n in range(200)]
     trace = records[200]

@@ -53,6 +53,20 @@ def test_flush_idle_emits_only_streams_idle_longer_than_the_timeout(
     assert processor.flush() == []
 
 
+def test_flush_streams_emits_only_the_streams_of_those_keys(make_processor: Make) -> None:
+    processor = make_processor()
+    processor.push([line("ERROR:app:boom", stream_key="gone"),
+                    line("Traceback (most recent call last):", stream_key="gone"),
+                    line("kept", stream_key="open"),
+                    line("part one ", stream_key="cut",
+                         fields={"partial_message": "true", "partial_id": "p",
+                                 "partial_ordinal": 1, "partial_last": "false"})])
+    flushed = processor.flush_streams(["gone", "cut", "unknown"])
+    assert sorted(record["message"] for record in flushed) == ["boom", "part one "]
+    assert processor.pending_lines == 1
+    assert [record["message"] for record in processor.flush()] == ["kept"]
+
+
 def test_a_stack_trace_waits_for_the_line_after_it(make_processor: Make, clock: Any) -> None:
     processor = make_processor()
     out = processor.push(
