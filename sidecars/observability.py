@@ -167,6 +167,12 @@ ACTIVE_CONNECTIONS = Gauge(
     _PROXY,
     registry=REGISTRY,
 )
+TUNNELS_IDLE_CLOSED = Counter(
+    "sidecar_tunnels_idle_closed_total",
+    "WebSocket/upgrade tunnels closed after the idle timeout with no bytes either way.",
+    _PROXY,
+    registry=REGISTRY,
+)
 UPSTREAM_CONNECTIONS_OPENED = Counter(
     "sidecar_upstream_connections_opened_total",
     "New upstream connections (a low rate means the pool is reusing connections).",

@@ -452,6 +452,7 @@ class ClientConnection(asyncio.Protocol):
             moved = self._reads + tunnel.reads
             if moved == self._reads_checked:
                 log.info("tunnel_idle_closed", upstream=route.name, idle_timeout=route.idle_timeout)
+                route.metrics.tunnels_idle_closed.inc()
                 self._close()  # the upstream side follows when the client side is gone
                 return
             self._reads_checked = moved

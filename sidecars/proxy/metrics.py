@@ -63,6 +63,7 @@ class RouteMetrics:
         "retries_skipped",
         "retry_budget_exhausted",
         "transitions",
+        "tunnels_idle_closed",
         "upstream_connections_opened",
         "upstream_errors",
     )
@@ -86,6 +87,7 @@ class RouteMetrics:
         self.upstream_errors = _Family(obs.UPSTREAM_ERRORS, base)
         self.connections = obs.CONNECTIONS.labels(*base)
         self.active_connections = obs.ACTIVE_CONNECTIONS.labels(*base)
+        self.tunnels_idle_closed = obs.TUNNELS_IDLE_CLOSED.labels(*base)
         self.upstream_connections_opened = obs.UPSTREAM_CONNECTIONS_OPENED.labels(*base)
         self._end_of_iteration = end_of_iteration
         self._tallied = False

@@ -126,6 +126,7 @@ async def test_an_idle_websocket_is_closed_after_the_idle_timeout(
         message = await ws.receive(timeout=10)
         assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
     assert proxy.events("tunnel_idle_closed")
+    assert await proxy.metric("sidecar_tunnels_idle_closed_total") == 1
 
 
 async def test_an_http10_client_can_keep_its_connection(proxy: Any, connect: Any) -> None:
