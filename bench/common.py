@@ -59,7 +59,7 @@ def http_request(
 def sidecar_env(extra: Mapping[str, str], *, pure_python: bool = False) -> dict[str, str]:
     """A clean environment for ``python -m sidecars``: PATH, ``extra``, and the sidecars
     importable from the shipped build (``build_sidecars``), or from the working tree."""
-    root = REPO_DIR if pure_python else _shipped_root[0]
+    root = REPO_DIR if pure_python else _shipped_root
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(root), **extra}
 
 
@@ -220,7 +220,7 @@ class ManagedProcess:
 # --- figures --------------------------------------------------------------------------------
 
 
-_shipped_root: list[Path] = [REPO_DIR]  # where sidecar_env imports the sidecars from
+_shipped_root = REPO_DIR  # where sidecar_env imports the sidecars from (build_sidecars)
 
 
 def build_sidecars() -> None:
@@ -234,12 +234,13 @@ def build_sidecars() -> None:
         check=True,
         stdout=subprocess.DEVNULL,
     )
+    global _shipped_root
     started = time.perf_counter()
     try:
-        _shipped_root[0] = compiled_tree()
+        _shipped_root = compiled_tree()
     except CompileError as error:
         raise BenchError(str(error)) from error
-    print(f"compiled build: {_shipped_root[0]} ({time.perf_counter() - started:.1f}s)", flush=True)
+    print(f"compiled build: {_shipped_root} ({time.perf_counter() - started:.1f}s)", flush=True)
 
 
 def stop_children_on_sigterm() -> None:
