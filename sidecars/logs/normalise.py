@@ -157,7 +157,7 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
     any other value goes through ``_apply`` like every key of the other key sets.
     """
     attributes = data if owned else dict(data)
-    keys: tuple[Any, ...] = tuple(data)  # not only strings: a Forward event's may not be
+    keys: tuple[Any, ...] = tuple(data)  # a Forward event's keys may be other than strings
     plan = _plans.get(keys)
     if plan is None:
         plan = _plan(keys)
@@ -245,7 +245,7 @@ def schema_record(
     ``unknown``); ``default_time``: the timestamp of a line without one (None: left for the
     caller); ``head``: fields that follow ``service`` (stream, container). ``data`` (the
     decoded line) becomes ``attributes``."""
-    keys: tuple[Any, ...] = tuple(data)  # not only strings: a Forward event's may not be
+    keys: tuple[Any, ...] = tuple(data)  # a Forward event's keys may be other than strings
     plan = _plans.get(keys)
     if plan is None:
         plan = _plan(keys)

@@ -347,7 +347,7 @@ class Redactor:
         """Whether a top-level key of ``data`` is named like a secret. Cached per key set:
         one application writes the same keys on every line. (Nested objects are found by
         ``scan``, which searches the raw text of lines that have them.)"""
-        keys: tuple[Any, ...] = tuple(data)  # not only strings (Forward events)
+        keys: tuple[Any, ...] = tuple(data)  # a Forward event's keys may be other than strings
         known = self._key_sets.get(keys)
         if known is None:
             if len(self._key_sets) > 2048:
