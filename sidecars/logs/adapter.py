@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from sidecars import admin
+from sidecars.logs import build_kind
 from sidecars.logs.buffer import MemoryBuffer, RecordBuffer
 from sidecars.logs.disk_buffer import DiskBuffer
 from sidecars.logs.ecs import fetch_ecs_metadata
@@ -250,6 +251,7 @@ class LogAdapter:
         inputs = {source.name: source.status() for source in self.sources}
         return {
             "settings": to_json_dict(self.settings),
+            "build": build_kind(),
             "inputs": inputs,
             "outputs": {d.sink.name: d.status() for d in self.deliveries},
             "buffer": self.buffer.status(),

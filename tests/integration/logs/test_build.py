@@ -10,6 +10,8 @@ import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 
+from logadapter_support import StartAdapter, forward_env
+
 from sidecars.logs import build_kind, normalise, processor, timestamps
 
 EXPECTED = "compiled" if os.environ.get("SIDECARS_EXPECT_COMPILED") == "1" else "pure Python"
@@ -33,3 +35,8 @@ def test_the_sidecar_process_runs_the_expected_build() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.rstrip().endswith(f"(log processing: {EXPECTED})"), result.stdout
+
+
+def test_status_names_the_build(adapters: StartAdapter, forward_port: int) -> None:
+    adapter = adapters(forward_env(forward_port))
+    assert adapter.status()["build"] == EXPECTED
