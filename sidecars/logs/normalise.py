@@ -176,26 +176,14 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
                 _apply(record, attributes, message_key, _MESSAGE, value)
         if level_key is not None:
             value = attributes.pop(level_key)
-            kind = value.__class__
-            level = (
-                _LEVEL_NAMES.get(value)
-                if kind is str
-                else levels.from_number(value)
-                if kind is int
-                else None
-            )
+            level = _usual_level(value)
             if level is None:
                 _apply(record, attributes, level_key, _LEVEL, value)
             else:
                 record["level"] = level
         if time_key is not None:
             value = attributes.pop(time_key)
-            kind = value.__class__
-            stamp = None
-            if kind is str:
-                stamp = timestamps.from_text(value)
-            elif kind is float or kind is int:
-                stamp = timestamps.from_epoch(value)
+            stamp = _time_of(value)
             if stamp is None:
                 _apply(record, attributes, time_key, _TIME, value)
             else:
@@ -261,25 +249,8 @@ def schema_record(
     trace = pop(trace_key) if trace_key is not None else None
     span = pop(span_key) if span_key is not None else None
     hint = pop(service_key) if service_key is not None else None
-    level: str | None = "info"
-    if level_key is not None:
-        kind = raw_level.__class__
-        level = (
-            _LEVEL_NAMES.get(raw_level)
-            if kind is str
-            else levels.from_number(raw_level)
-            if kind is int
-            else None
-        )
-    stamp: str | None = default_time
-    if time_key is not None:
-        kind = raw_time.__class__
-        if kind is str:
-            stamp = timestamps.from_text(raw_time)
-        elif kind is float or kind is int:
-            stamp = timestamps.from_epoch(raw_time)
-        else:
-            stamp = None
+    level = _usual_level(raw_level) if level_key is not None else "info"
+    stamp = _time_of(raw_time) if time_key is not None else default_time
     if (
         message.__class__ is not str
         or level is None
@@ -308,6 +279,26 @@ def schema_record(
     if data:
         record["attributes"] = data
     return record
+
+
+def _usual_level(value: Any) -> str | None:
+    """A level word or number as the schema's level; None for anything else (``_apply``
+    then tries the rarer shapes)."""
+    kind = value.__class__
+    if kind is str:
+        return _LEVEL_NAMES.get(value)
+    return levels.from_number(value) if kind is int else None
+
+
+def _time_of(value: Any) -> str | None:
+    """A timestamp field's value (text, or epoch number: not a bool) as RFC 3339; None if it
+    does not read as one."""
+    kind = value.__class__
+    if kind is str:
+        return timestamps.from_text(value)
+    if kind is float or kind is int:
+        return timestamps.from_epoch(value)
+    return None
 
 
 def _restore(data: dict[str, Any], keys: tuple[Any, ...], taken: dict[str, Any]) -> None:
@@ -341,12 +332,7 @@ def _apply(record: Record, attributes: dict[str, Any], key: str, target: int, va
         else:
             record["level"] = level
     elif target == _TIME:
-        stamp = None
-        if "timestamp" not in record:
-            if kind is str:
-                stamp = timestamps.from_text(value)
-            elif kind is int or kind is float:
-                stamp = timestamps.from_epoch(value)
+        stamp = _time_of(value) if "timestamp" not in record else None
         if stamp is None:
             attributes[key] = value
         else:
