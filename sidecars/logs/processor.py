@@ -44,7 +44,7 @@ import orjson
 from sidecars.logs import detect, multiline, normalise, stacktrace, timestamps
 from sidecars.logs.counters import ProcessingCounters
 from sidecars.logs.detect import LineParser, hinted_parser, line_parser
-from sidecars.logs.formats import access, cri, docker
+from sidecars.logs.formats import access, cri, docker, json
 from sidecars.logs.model import LogLine, Record
 from sidecars.logs.multiline import GO, HEAD, NONE, ORDINARY_STARTS
 from sidecars.logs.pending import Group, Moment, Single, StreamState, byte_length, split_line
@@ -54,7 +54,6 @@ from sidecars.settings import LogAdapterSettings
 _PARTIAL_KEYS = frozenset({"partial_message", "partial_id", "partial_ordinal", "partial_last"})
 _DOCKER_KEYS = frozenset({"log", "source", "container_id", "container_name", *_PARTIAL_KEYS})
 _NO_KEYS: dict[str, Any] = {}
-_loads = orjson.loads
 _NO_STREAM = StreamState("\0no stream")  # matches no line: the stream cache starts empty
 _DIGITS = frozenset("0123456789")
 _CAPITALS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
@@ -172,13 +171,8 @@ class LogProcessor:
             first = text[:1]
             data = None
             if first == "{" and (envelopes or (json_texts and not suspect)):
-                try:
-                    data = _loads(text)
-                except orjson.JSONDecodeError:
-                    data = None
-                if data.__class__ is not dict:
-                    data = None
-                elif envelopes and "log" in data:  # maybe a Docker json-file entry
+                data = json.load_object(text)  # with "log": maybe a Docker json-file entry
+                if data is not None and envelopes and "log" in data:
                     stream.single = pending
                     self._accept(dataclasses.replace(like, text=text), now, out, suspect)
                     pending = stream.single
@@ -334,13 +328,8 @@ class LogProcessor:
         data = None
         if self._envelopes and line.format_hint is None:
             if first == "{":
-                try:
-                    data = _loads(text)
-                except orjson.JSONDecodeError:
-                    data = None
-                if data.__class__ is not dict:
-                    data = None  # not an object: a text line
-                elif "log" in data:
+                data = json.load_object(text)  # None: not an object, a text line
+                if data is not None and "log" in data:
                     entry = docker.unwrap(data)
                     if entry is not None:
                         extra = {"docker_attrs": entry.attrs} if entry.attrs else None
@@ -584,12 +573,7 @@ class LogProcessor:
             if first == "{":  # a record's text (push_lines decodes the others)
                 if suspect:  # scanned as ``_emit_single`` scans it
                     return self._emit_single(single, stream_name)
-                try:
-                    data = _loads(text)
-                except orjson.JSONDecodeError:
-                    data = None
-                if data.__class__ is not dict:
-                    data = None
+                data = json.load_object(text)
                 if data is not None:
                     fmt = "json"
                     record = normalise.schema_record(data, service, default_time, head)
