@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -16,6 +16,7 @@ from prometheus_client import (
     Histogram,
     disable_created_metrics,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
@@ -179,6 +180,60 @@ UPSTREAM_CONNECTIONS_OPENED = Counter(
     _PROXY,
     registry=REGISTRY,
 )
+
+OUTLIER_EJECTIONS = Counter(
+    "sidecar_outlier_ejections_total",
+    "Endpoints ejected by outlier detection, by reason (consecutive_failures, slow_calls).",
+    [*_PROXY, "reason"],
+    registry=REGISTRY,
+)
+
+
+class EndpointCollector:
+    """Per-endpoint series read at scrape time from the clusters' plain counters (a
+    prometheus_client ``inc()`` per request would cost a microsecond on the data path).
+    ``source`` yields, per cluster: sidecar, upstream, endpoints by state, and per endpoint
+    its address, attempts sent, failures and requests in flight."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[EndpointSample]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        states = GaugeMetricFamily(
+            "sidecar_endpoints",
+            "Endpoints of the upstream cluster, by state (healthy, ejected, unhealthy, "
+            "draining).",
+            labels=[*_PROXY, "state"],
+        )
+        requests = CounterMetricFamily(
+            "sidecar_endpoint_requests",
+            "Attempts sent to each endpoint.",
+            labels=[*_PROXY, "endpoint"],
+        )
+        failures = CounterMetricFamily(
+            "sidecar_endpoint_failures",
+            "Attempts to each endpoint that failed.",
+            labels=[*_PROXY, "endpoint"],
+        )
+        in_flight = GaugeMetricFamily(
+            "sidecar_endpoint_in_flight",
+            "Attempts under way at each endpoint.",
+            labels=[*_PROXY, "endpoint"],
+        )
+        if self.source is not None:
+            for sidecar, upstream, counts, endpoints in self.source():
+                for state, count in counts.items():
+                    states.add_metric([sidecar, upstream, state], count)
+                for name, sent, failed, busy in endpoints:
+                    requests.add_metric([sidecar, upstream, name], sent)
+                    failures.add_metric([sidecar, upstream, name], failed)
+                    in_flight.add_metric([sidecar, upstream, name], busy)
+        yield from (states, requests, failures, in_flight)
+
+
+EndpointSample = tuple[str, str, dict[str, int], list[tuple[str, int, int, int]]]
+ENDPOINTS = EndpointCollector()
+REGISTRY.register(ENDPOINTS)
 
 _LOG = ("output",)
 LOG_RECORDS_IN = Counter(

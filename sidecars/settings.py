@@ -7,6 +7,7 @@ reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -15,7 +16,8 @@ from urllib.parse import urlsplit
 
 from sidecars import envparse as p
 from sidecars.envparse import ConfigError, EnvReader, HostPort
-from sidecars.logs.redact import check_spec as check_redact_spec
+from sidecars.policies.balancer import BALANCERS
+from sidecars.policies.outlier import OutlierSettings
 
 SidecarName = Literal["breaker", "ambassador", "log-adapter"]
 LOG_LEVELS = ("debug", "info", "warn", "error")
@@ -24,6 +26,7 @@ DEFAULT_RETRY_ON = "connect-failure,reset,timeout,502,503,504"
 
 __all__ = [
     "BreakerSettings",
+    "ClusterSettings",
     "CommonSettings",
     "ConfigError",
     "HostPort",
@@ -55,6 +58,19 @@ class Upstream:
     host: str
     port: int
     path_prefix: str
+    also: tuple[Upstream, ...] = ()  # the further URLs of a comma list (one cluster)
+
+    @property
+    def urls(self) -> tuple[Upstream, ...]:
+        """Every URL of the cluster, this one first."""
+        return (self, *self.also)
+
+    @property
+    def srv(self) -> bool:
+        """An SRV name (``_service._proto.name``, no port): endpoints from its SRV records,
+        recognised as HAProxy does."""
+        labels = self.host.split(".")
+        return len(labels) > 2 and labels[0].startswith("_") and labels[1].startswith("_")
 
     @property
     def tls(self) -> bool:
@@ -67,7 +83,20 @@ class Upstream:
         return host if self.port == default else f"{host}:{self.port}"
 
     def __str__(self) -> str:
-        return f"{self.scheme}://{self.authority}{self.path_prefix}"
+        return ",".join(f"{url.scheme}://{url.authority}{url.path_prefix}" for url in self.urls)
+
+
+def upstream_cluster(raw: str) -> Upstream:
+    """One URL, or a comma list of URLs of one scheme (a cluster of endpoints)."""
+    urls = [upstream_url(item) for item in p.comma_list(raw)]
+    if not urls:
+        raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
+    first = urls[0]
+    if any(url.scheme != first.scheme for url in urls):
+        raise ValueError("a comma list of URLs of one scheme")
+    if any(url.path_prefix != first.path_prefix for url in urls):
+        raise ValueError("a comma list of URLs with one path prefix")
+    return dataclasses.replace(first, also=tuple(urls[1:]))
 
 
 def upstream_url(raw: str) -> Upstream:
@@ -83,11 +112,15 @@ def upstream_url(raw: str) -> Upstream:
         raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
     if parts.username or parts.query or parts.fragment:
         raise ValueError("a URL without credentials, query or fragment")
-    if parts.scheme == "tcp" and (port is None or parts.path not in ("", "/")):
+    srv = parts.hostname.startswith("_") and ("._" in parts.hostname)
+    if parts.scheme == "tcp" and ((port is None and not srv) or parts.path not in ("", "/")):
         raise ValueError("tcp://host:port with a port and no path")
     default_port = {"http": 80, "https": 443}.get(parts.scheme, 0)
     prefix = parts.path.rstrip("/")
-    return Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
+    upstream = Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
+    if upstream.srv and port is not None:
+        raise ValueError("an SRV name (_service._proto.name) takes its ports from DNS: no port")
+    return upstream
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +176,23 @@ class RetrySettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ClusterSettings:
+    """How a route balances over its endpoints, ejects the failing ones and checks them."""
+
+    lb: str
+    outlier: OutlierSettings
+    health_check_path: str | None
+    health_check_interval: float
+    health_check_timeout: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+
+    @property
+    def health_checks(self) -> bool:
+        return self.health_check_path is not None
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSettings:
     """One listener and the upstream behind it, with its own policies."""
 
@@ -157,6 +207,7 @@ class RouteSettings:
     upstream_ca_file: str | None
     breaker: BreakerSettings
     retry: RetrySettings
+    cluster: ClusterSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,6 +222,7 @@ class ProxySettings:
     upstream_idle_timeout: float
     upstream_max_idle: int
     dns_ttl: float
+    dns_servers: tuple[HostPort, ...] = ()
     access_log: bool = True
 
 
@@ -262,7 +314,7 @@ def _route_settings(
         return holder
 
     upstream = reader.require(
-        "UPSTREAM", upstream_url, "the upstream URL, e.g. http://payments:8080"
+        "UPSTREAM", upstream_cluster, "the upstream URL, e.g. http://payments:8080"
     )
     protocol = reader.get("PROTOCOL", p.choice("http", "tcp"), inherit("protocol", "http"))
     breaker = BreakerSettings(
@@ -324,7 +376,53 @@ def _route_settings(
         ),
     )
     listen = reader.get("LISTEN", p.host_port, p.host_port(listen_default))
-    fallback = reader.get("FALLBACK_UPSTREAM", upstream_url)
+    fallback = reader.get("FALLBACK_UPSTREAM", upstream_cluster)
+    cluster = ClusterSettings(
+        lb=reader.get("LB", p.choice(*BALANCERS), inherit("cluster.lb", "least-request")),
+        outlier=OutlierSettings(
+            consecutive_failures=reader.get(
+                "OUTLIER_CONSECUTIVE_FAILURES",
+                p.int_range(0, 1000),
+                inherit("cluster.outlier.consecutive_failures", 5),
+            ),
+            base_ejection=reader.get(
+                "OUTLIER_BASE_EJECTION",
+                p.positive_duration,
+                inherit("cluster.outlier.base_ejection", 30.0),
+            ),
+            max_ejection=reader.get(
+                "OUTLIER_MAX_EJECTION",
+                p.positive_duration,
+                inherit("cluster.outlier.max_ejection", 300.0),
+            ),
+            max_ejected_percent=reader.get(
+                "OUTLIER_MAX_EJECTED_PERCENT",
+                p.int_range(0, 100),
+                inherit("cluster.outlier.max_ejected_percent", 50),
+            ),
+        ),
+        health_check_path=reader.get(
+            "HEALTH_CHECK_PATH", _health_check_path, inherit("cluster.health_check_path", None)
+        ),
+        health_check_interval=reader.get(
+            "HEALTH_CHECK_INTERVAL",
+            p.positive_duration,
+            inherit("cluster.health_check_interval", 5.0),
+        ),
+        health_check_timeout=reader.get(
+            "HEALTH_CHECK_TIMEOUT",
+            p.positive_duration,
+            inherit("cluster.health_check_timeout", 1.0),
+        ),
+        healthy_threshold=reader.get(
+            "HEALTHY_THRESHOLD", p.int_range(1, 100), inherit("cluster.healthy_threshold", 2)
+        ),
+        unhealthy_threshold=reader.get(
+            "UNHEALTHY_THRESHOLD",
+            p.int_range(1, 100),
+            inherit("cluster.unhealthy_threshold", 3),
+        ),
+    )
     connect_timeout = reader.get(
         "CONNECT_TIMEOUT", p.positive_duration, inherit("connect_timeout", 2.0)
     )
@@ -373,7 +471,30 @@ def _route_settings(
         upstream_ca_file=ca_file,
         breaker=breaker,
         retry=retry,
+        cluster=cluster,
     )
+
+
+def _health_check_path(raw: str) -> str:
+    """``/healthz``; for a TCP route any value turns on checks by connecting."""
+    text = raw.strip()
+    if not text.startswith("/") or any(c.isspace() for c in text):
+        raise ValueError("a path starting with /, e.g. /healthz")
+    return text
+
+
+def _dns_servers(raw: str) -> tuple[HostPort, ...]:
+    servers: list[HostPort] = []
+    for item in p.comma_list(raw):
+        try:
+            address = p.host_port(item if ":" in item.strip("[]") or "]:" in item else item + ":53")
+            ipaddress.ip_address(address.host)
+        except ValueError:
+            raise ValueError("a comma list of ip:port (or ip), e.g. 10.0.0.2:53") from None
+        servers.append(address)
+    if not servers:
+        raise ValueError("a comma list of ip:port (or ip), e.g. 10.0.0.2:53")
+    return tuple(servers)
 
 
 _ROUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
@@ -426,6 +547,7 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
         upstream_idle_timeout=reader.get("UPSTREAM_IDLE_TIMEOUT", p.positive_duration, 30.0),
         upstream_max_idle=reader.get("UPSTREAM_MAX_IDLE", p.int_range(0, 10000), 64),
         dns_ttl=reader.get("DNS_TTL", p.duration, 5.0),
+        dns_servers=reader.get("DNS_SERVERS", _dns_servers, ()),
         access_log=reader.get("ACCESS_LOG", p.boolean, True),
     )
     ports = [str(route.listen) for route in routes] + [str(common.admin_listen)]
@@ -436,6 +558,13 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
+
+
+def _redact_spec(raw: str) -> str:
+    # Imported here: the proxy sidecars load these settings too and need no log redactor.
+    from sidecars.logs.redact import check_spec  # noqa: PLC0415
+
+    return check_spec(raw)
 
 
 def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
@@ -466,7 +595,7 @@ def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
             reader.fail("LOGADAPTER_FORMAT", log_format, "regex:<pattern with named groups>")
     elif log_format not in known_formats:
         reader.fail("LOGADAPTER_FORMAT", log_format, ", ".join(known_formats) + ", regex:...")
-    redact = reader.get("REDACT", check_redact_spec, "default")
+    redact = reader.get("REDACT", _redact_spec, "default")
     tail_paths: tuple[str, ...] = reader.get("TAIL_PATHS", p.comma_list, ())
     if "tail" in inputs and not tail_paths:
         reader.problems.append(

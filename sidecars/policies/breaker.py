@@ -20,12 +20,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pybreaker
 
 from sidecars.policies.window import Clock, SlidingCounter
-from sidecars.settings import BreakerSettings
+
+if TYPE_CHECKING:
+    from sidecars.settings import BreakerSettings
 
 STATES = ("closed", "open", "half_open")
 # Every reason given to ``on_transition``.

@@ -13,10 +13,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sidecars.policies.window import Clock, SlidingCounter
-from sidecars.settings import RetrySettings
+
+if TYPE_CHECKING:
+    from sidecars.settings import RetrySettings
 
 # RFC 9110 section 9.2.2: repeating these has the same effect as sending them once.
 IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(

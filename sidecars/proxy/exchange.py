@@ -1,56 +1,66 @@
-"""One client request through the policy chain: deadline -> retry -> breaker -> upstream.
+"""One client request, driven through its attempts: the exchange is the attempt driver, and
+the route's filter chain (``sidecars.proxy.filters``) makes every per-request decision.
 
 An exchange is a state machine driven by callbacks from the client connection (request body,
 client gone) and the upstream connection (response head, body, end, failure), in the style of
-h11's ``_connection.py``: no task per request, no futures on the hot path. The per-request
-path is: acquire a breaker permit, take a pooled connection, write the head, judge the
-response head, stream the body, record the verdict, release the connection.
+h11's ``_connection.py``: no task per request, no futures on the hot path. Per attempt: ask the
+filters (``on_request``: admit, answer, or another cluster), pick an endpoint of the cluster,
+take a pooled connection or dial one, write the head (``http1``), ask the filters about the
+response head or the failure (retry or not), stream the body, release the endpoint.
 
-States::
+States and the only legal moves between them (``_LEGAL``; any other is an error, as in h11's
+``_state.py``)::
 
-    NEW -> WAITING (permit taken; dialling or backing off) -> SENT (head written)
-        -> STREAMING (response head given to the client) -> DONE
-    any state before STREAMING -> ANSWERED (sidecar-made answer sent; draining the request
-        body) -> DONE;  SENT -> TUNNEL (101 Switching Protocols) -> DONE
+    NEW -> WAITING (admitted; dialling or backing off) -> SENT (head written)
+        -> STREAMING (response head given to the client) -> ANSWERED (request body still
+        coming) | DONE
+    SENT -> WAITING (a retry or a replay);  SENT/STREAMING -> TUNNEL (101) -> DONE
+    NEW/WAITING/SENT -> ANSWERED (sidecar-made answer; draining the request body) | DONE
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING
 
 from sidecars.observability import get_logger
-from sidecars.policies.retry import IDEMPOTENT_METHODS, RetryDecision, parse_retry_after
-from sidecars.proxy import errors
+from sidecars.proxy import errors, http1
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.headers import ATTEMPTS_LINES, attempts_line
+from sidecars.proxy.filters import REPLAY, Answer
 from sidecars.proxy.pool import ConnectFailure, ConnectionPool
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from sidecars.policies.breaker import Permit
+    from sidecars.policies.retry import RetryDecision
     from sidecars.proxy.client import ClientConnection
+    from sidecars.proxy.cluster import Cluster, Endpoint
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy")
 
 NEW, WAITING, SENT, STREAMING, ANSWERED, TUNNEL, DONE = range(7)
-
-# Failure kinds as the retry policy names them (P_RETRY_ON).
-_RETRY_KIND = {
-    "connect": "connect-failure",
-    "tls": "connect-failure",
-    "timeout": "timeout",
-    "reset": "reset",
-    "bad_response": "reset",
+STATE_NAMES = ("NEW", "WAITING", "SENT", "STREAMING", "ANSWERED", "TUNNEL", "DONE")
+_MOVES = {
+    NEW: (WAITING, ANSWERED, DONE),
+    WAITING: (WAITING, SENT, ANSWERED, DONE),
+    SENT: (WAITING, STREAMING, ANSWERED, DONE),
+    STREAMING: (TUNNEL, ANSWERED, DONE),
+    ANSWERED: (DONE,),
+    TUNNEL: (DONE,),
+    DONE: (),
 }
+# As one int per move (old * 8 + new): a set lookup per transition.
+_LEGAL = frozenset(old * 8 + new for old, targets in _MOVES.items() for new in targets)
 # A failed answer kept while a retry is tried, returned if the circuit then opens.
 _SAVED_BODY_MAX = 64 * 1024
 # Status recorded in the access log when the client left before its answer (nginx's 499).
 CLIENT_GONE = 499
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+class IllegalTransition(RuntimeError):
+    """The exchange was told to move where its state machine does not go: a bug."""
 
 
 class _SavedResponse:
@@ -69,7 +79,9 @@ class _SavedResponse:
 
 class Exchange(RequestHead):
     """A client request: its head (parsed into the RequestHead fields) and the work of
-    answering it. One object per request, since allocating is a large part of its cost."""
+    answering it. One object per request, since allocating is a large part of its cost.
+    Filters keep their per-request state here (``permit``: the breaker's; ``replayed``: the
+    retry filter's)."""
 
     __slots__ = (
         "attempt",
@@ -80,34 +92,40 @@ class Exchange(RequestHead):
         "bytes_sent",
         "chunked_out",
         "client",
+        "cluster",
         "conn",
         "continued",
-        "fallback",
+        "endpoint",
+        "failure_detail",
         "pending",
         "permit",
+        "replayed",
         "request_done",
         "route",
         "saved",
         "sent_all",
-        "stale_retried",
         "started",
         "state",
         "status",
+        "tried",
     )
 
     def __init__(self, client: ClientConnection, route: Route) -> None:
         RequestHead.__init__(self)
         self.client = client
         self.route = route
+        self.cluster: Cluster = route.cluster
         self.state = NEW
         self.started = 0.0
         self.attempt = 0
         self.attempt_started = 0.0
         self.permit: Permit | None = None
         self.conn: UpstreamConnection | None = None
+        self.endpoint: Endpoint | None = None  # of the attempt under way
+        self.tried: list[Endpoint] | None = None  # endpoints whose attempt failed
         self.pending: asyncio.Task[UpstreamConnection] | asyncio.Handle | None = None
-        self.fallback = False
-        self.stale_retried = False
+        self.replayed = False
+        self.failure_detail = ""
         self.continued = False
         self.body: list[bytes] | None = None  # the request body held for a dial or a replay
         self.body_size = 0
@@ -119,17 +137,20 @@ class Exchange(RequestHead):
         self.bytes_sent = 0
         self.saved: _SavedResponse | None = None
 
+    def _enter(self, new: int) -> None:
+        if self.state * 8 + new not in _LEGAL:
+            raise IllegalTransition(f"{STATE_NAMES[self.state]} -> {STATE_NAMES[new]}")
+        self.state = new
+
     # -- driven by the client connection ----------------------------------------------------
 
     def start(self) -> None:
         route = self.route
-        self.started = self.attempt_started = time.monotonic()
+        self.started = self.attempt_started = route.clock()
         route.in_flight += 1
         if self.error is not None:
             self.answer_error(self.error)
             return
-        if route.max_attempts > 1:
-            route.budget.record_request()
         self._attempt()
 
     def on_request_body(self, chunk: bytes) -> None:
@@ -146,7 +167,7 @@ class Exchange(RequestHead):
             return
         conn = self.conn
         if conn is not None and state in (SENT, STREAMING):
-            conn.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if self.chunked else chunk)
+            conn.write(http1.chunk(chunk) if self.chunked else chunk)
             if self.body_kept:
                 if self.body_size <= route.max_retry_body:
                     self._keep_body(chunk)
@@ -173,7 +194,7 @@ class Exchange(RequestHead):
         if conn is not None and state in (SENT, STREAMING):
             self.sent_all = True
             if self.chunked:
-                conn.write(b"0\r\n\r\n")
+                conn.write(http1.LAST_CHUNK)
         if state == ANSWERED:
             self._finish(self.status)
 
@@ -181,7 +202,7 @@ class Exchange(RequestHead):
         """The client connection closed before the answer was complete."""
         state = self.state
         if state == NEW:
-            self.state = DONE
+            self._enter(DONE)
             return
         if state in (DONE, TUNNEL):
             return
@@ -230,41 +251,39 @@ class Exchange(RequestHead):
             self.conn = None
             self.saved = None
         self.sent_all = False
-        self.attempt_started = time.monotonic()
+        self.attempt_started = self.route.clock()
         self._attempt()
 
     def _attempt(self) -> None:
         route = self.route
-        pool = route.pool
-        breaker = route.breaker
-        if self.fallback and route.fallback_pool is not None:
-            pool = route.fallback_pool
-        elif breaker is not None:
-            permit = breaker.acquire()
-            if permit is None:
-                route.metrics.circuit_rejected()
-                if route.fallback_pool is None:
-                    self._answer_rejected()
+        for hook in route.chain.request_hooks:
+            verdict = hook(self)
+            if verdict is not None:
+                if isinstance(verdict, Answer):
+                    self._answer_rejected(verdict)
                     return
-                self.fallback = True
-                route.metrics.fallback_requests.inc()
-                pool = route.fallback_pool
-            self.permit = permit
-        self.state = WAITING
+                self.cluster = verdict
+                break
+        self._enter(WAITING)
         self.attempt += 1
         if self.expect_continue and not self.continued and not self.request_done:
             # Answered here, not by the upstream: Expect is not forwarded (Envoy does the same),
             # so the body is read only once the request will be tried.
             self.continued = True
-            self.client.send(_CONTINUE)
+            self.client.send(http1.CONTINUE)
             self.client.flush()
         if self.attempt == 1:
             budget = route.first_try_timeout
         else:
-            remaining = self._remaining()
+            remaining = self.remaining()
             per_try = route.per_try_timeout
             budget = remaining if per_try is None or per_try > remaining else per_try
         head_deadline = route.loop.time() + budget
+        endpoint = self.endpoint = self.cluster.pick(self.tried)
+        if endpoint is None:
+            self._attempt_failed(None, "connect", sent=False, detail="no endpoint")
+            return
+        pool = endpoint.pool
         conn = pool.take()
         if conn is not None:
             self._send(conn, head_deadline)
@@ -288,30 +307,29 @@ class Exchange(RequestHead):
             if error is None:
                 self._send(task.result(), head_deadline)
             elif isinstance(error, ConnectFailure):
-                self._attempt_failed(error.kind, sent=False, detail=str(error))
+                self._attempt_failed(None, error.kind, sent=False, detail=str(error))
             else:
                 log.error("dial_failed", upstream=self.route.name, error=repr(error))
-                self._attempt_failed("connect", sent=False, detail=repr(error))
+                self._attempt_failed(None, "connect", sent=False, detail=repr(error))
 
         task.add_done_callback(connected)
 
     def _send(self, conn: UpstreamConnection, head_deadline: float) -> None:
         self.conn = conn
-        self.state = SENT
+        self._enter(SENT)
         conn.attach(self, head_deadline, self.is_head)
         if self.client.write_paused:
             conn.pause_reading()
         pool = conn.pool
-        parts = self.upstream_head(pool.path_prefix, pool.authority, self.client.peer, self.attempt)
+        parts = http1.request_head(
+            self, pool.path_prefix, pool.authority, self.client.peer, self.attempt
+        )
         if self.body:
-            if self.chunked:
-                parts += [b"%x\r\n%b\r\n" % (len(chunk), chunk) for chunk in self.body]
-            else:
-                parts += self.body
+            parts += http1.chunks(self.body) if self.chunked else self.body
         if self.request_done:
             self.sent_all = True
             if self.chunked:
-                parts.append(b"0\r\n\r\n")
+                parts.append(http1.LAST_CHUNK)
         conn.write(b"".join(parts))
         if self.body_size and self.body_size > self.route.max_retry_body:
             # Streamed once: what was held for the dial is gone, and so is the replay.
@@ -319,17 +337,24 @@ class Exchange(RequestHead):
             self.body_kept = False
             self.client.resume_reading(self.client.PAUSED_BY_BODY)
 
-    def _attempt_failed(self, kind: str, *, sent: bool, detail: str = "") -> None:
+    def _attempt_failed(
+        self, conn: UpstreamConnection | None, kind: str, *, sent: bool, detail: str = ""
+    ) -> None:
+        """An attempt ended without a response: the filters judge it and say what is next."""
         route = self.route
-        elapsed = time.monotonic() - self.attempt_started
+        elapsed = route.clock() - self.attempt_started
         route.metrics.upstream_errors[kind].inc()
         route.metrics.attempt_failure.inc()
-        permit = self.permit
-        if permit is not None and route.breaker is not None:
-            self.permit = None
-            route.breaker.record_failure(permit, kind, elapsed)
-        decision = self._decide(_RETRY_KIND[kind], sent, None)
-        self._log_attempt_failed(kind, decision, detail=detail)
+        self.failure_detail = detail
+        decision: RetryDecision | None = None
+        for hook in route.chain.failure_hooks:
+            verdict = hook(self, conn, kind, sent, elapsed)
+            if verdict is REPLAY:
+                self._replay()
+                return
+            if verdict is not None and decision is None:
+                decision = verdict
+        self._release_endpoint(failed=True)
         if decision is not None and decision.retry:
             self._retry_after(decision)
         elif self.saved is not None and self.saved.complete:
@@ -339,64 +364,47 @@ class Exchange(RequestHead):
                 errors.UPSTREAM_TIMEOUT if kind == "timeout" else errors.UPSTREAM_UNAVAILABLE
             )
 
-    def _log_attempt_failed(
-        self, kind: str, decision: RetryDecision | None, **fields: object
-    ) -> None:
-        """One event per failed attempt: its number, what went wrong, and what comes next
-        (a retry after ``backoff`` seconds, or why not)."""
-        retry = decision is not None and decision.retry
-        log.warn(
-            "upstream_attempt_failed",
-            upstream=self.route.name,
-            attempt=self.attempt,
-            kind=kind,
-            retry=retry,
-            reason=decision.reason if decision else "max_attempts",
-            backoff=round(decision.delay, 4) if decision is not None and retry else None,
-            request_id=self.request_id.decode("latin-1"),
-            **fields,
-        )
-
-    def _decide(
-        self, failure: str | int, sent: bool, retry_after: bytes | None
-    ) -> RetryDecision | None:
-        """Ask the retry policy (None when this route makes one attempt only)."""
+    def _replay(self) -> None:
+        """The same attempt again, on a fresh connection to the same endpoint."""
+        endpoint = self.endpoint
+        assert endpoint is not None
+        self._enter(WAITING)
+        remaining = self.remaining()
         route = self.route
-        if route.max_attempts <= self.attempt:
-            return None
-        decision = route.retry.decide(
-            attempt=self.attempt,
-            failure=failure,
-            method=self.method,
-            has_idempotency_key=self.idempotency_key,
-            request_sent=sent,
-            body_replayable=self.body_kept,
-            retry_after=(
-                parse_retry_after(retry_after, time.time()) if retry_after is not None else None
-            ),
-            remaining=self._remaining(),
+        self._dial(
+            endpoint.pool, min(remaining, route.connect_timeout), route.loop.time() + remaining
         )
-        if not decision.retry:
-            reason = decision.reason
-            if reason == "budget":
-                route.metrics.retry_budget_exhausted.inc()
-            elif reason not in ("success", "not_retryable", "max_attempts"):
-                route.metrics.retries_skipped[reason].inc()
-        return decision
 
-    def _remaining(self) -> float:
+    def remaining(self) -> float:
         """Seconds left of the overall deadline (P_TIMEOUT from the request's start)."""
-        return max(0.0, self.route.timeout - (time.monotonic() - self.started))
+        route = self.route
+        return max(0.0, route.timeout - (route.clock() - self.started))
+
+    def endpoint_name(self) -> str | None:
+        endpoint = self.endpoint
+        return endpoint.name if endpoint is not None else None
 
     def _retry_after(self, decision: RetryDecision) -> None:
         route = self.route
-        route.metrics.retries[decision.reason].inc()
-        route.retries += 1
-        self.state = WAITING
+        self._enter(WAITING)
         if decision.delay > 0:
             self.pending = route.loop.call_later(decision.delay, self._retry)
         else:
             self.pending = route.loop.call_soon(self._retry)
+
+    def _release_endpoint(self, *, failed: bool) -> None:
+        """The attempt on ``endpoint`` is over; a failed one is not tried again if another
+        endpoint is left."""
+        endpoint = self.endpoint
+        if endpoint is not None:
+            self.endpoint = None
+            endpoint.released()
+            if failed:
+                tried = self.tried
+                if tried is None:
+                    self.tried = [endpoint]
+                else:
+                    tried.append(endpoint)
 
     # -- driven by the upstream connection --------------------------------------------------
 
@@ -406,73 +414,50 @@ class Exchange(RequestHead):
         if status == 101 and self.upgrade is None:
             self.on_upstream_failure(conn, "bad_response")
             return
-        breaker = route.breaker
-        failed = status in route.failure_statuses
-        permit = self.permit
-        if permit is not None and breaker is not None:
-            self.permit = None
-            # Only a slow-call limit reads the duration: the clock is spared otherwise.
-            elapsed = time.monotonic() - self.attempt_started if breaker.times_calls else 0.0
-            if failed:
-                breaker.record_failure(permit, "status", elapsed)
-            else:
-                breaker.record_success(permit, elapsed)
+        chain = route.chain
+        failed = status in chain.failure_statuses
+        # Only a filter that reads durations (slow calls, latency) costs a clock read.
+        elapsed = route.clock() - self.attempt_started if chain.times_calls else 0.0
         if failed:
             route.metrics.attempt_failure.inc()
         else:
             route.metrics.attempt_succeeded()
-        if status in route.retry_statuses:
-            decision = self._decide(status, True, conn.retry_after)
-            self._log_attempt_failed("status", decision, status=status)
-            if decision is not None and decision.retry:
-                self._save_and_retry(conn, decision)
-                return
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.responded(failed, elapsed)
+        decision: RetryDecision | None = None
+        for hook in chain.response_head_hooks:
+            verdict = hook(self, conn, failed, elapsed)
+            if verdict is not None and decision is None:
+                decision = verdict
+        if decision is not None and decision.retry:
+            self._release_endpoint(failed=True)
+            self._save_and_retry(conn, decision)
+            return
         self._respond(conn)
 
     def _respond(self, conn: UpstreamConnection) -> None:
-        self.state = STREAMING
+        self._enter(STREAMING)
         self.saved = None
         client = self.client
-        status = self.status = conn.status
-        # The answer's head is built on the upstream's relayed header lines.
-        parts = conn.parts
-        parts.insert(0, conn.status_line)
-        if status == 101:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", conn.upgrade or b"", b"\r\n")
-            self.state = TUNNEL
-        elif conn.content_length is not None:
-            if status != 204:
-                parts += (b"Content-Length: ", conn.content_length, b"\r\n")
-        elif self.is_head or status in (204, 304):
-            pass
-        elif self.http11:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
+        self.status = conn.status
+        framing = http1.response_framing(conn, self.is_head, self.http11)
+        if framing == http1.CHUNKED:
             self.chunked_out = True
-        else:
-            client.close_after = True  # HTTP/1.0: the body ends when the connection does
-        attempt = self.attempt
-        parts.append(
-            ATTEMPTS_LINES[attempt] if attempt < len(ATTEMPTS_LINES) else attempts_line(attempt)
-        )
+        elif framing == http1.UNTIL_CLOSE:
+            client.close_after = True
         if not self.keep_alive or client.draining:
             client.close_after = True
-        if status == 101:
-            parts.append(b"\r\n")
-        elif client.close_after:
-            parts.append(b"Connection: close\r\n\r\n")
-        elif self.http11:
-            parts.append(b"\r\n")
-        else:
-            parts.append(b"Connection: keep-alive\r\n\r\n")  # HTTP/1.0 asked to keep it
-        client.out.append(b"".join(parts))
+        client.out.append(
+            http1.response_head(conn, framing, self.attempt, client.close_after, self.http11)
+        )
+        if framing == http1.TUNNEL:
+            self._enter(TUNNEL)
 
     def on_response_body(self, chunk: bytes) -> None:
         if self.state == STREAMING:
             self.bytes_sent += len(chunk)
-            if self.chunked_out:
-                self.client.out.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-            else:
-                self.client.out.append(chunk)
+            self.client.out.append(http1.chunk(chunk) if self.chunked_out else chunk)
             return
         saved = self.saved
         if saved is not None:
@@ -494,12 +479,13 @@ class Exchange(RequestHead):
             if self.saved is not None:
                 self.saved.complete = True
             return
+        self._release_endpoint(failed=False)
         if self.chunked_out:
-            self.client.out.append(b"0\r\n\r\n")
+            self.client.out.append(http1.LAST_CHUNK)
         if self.request_done:
             self._finish(self.status)
         else:
-            self.state = ANSWERED
+            self._enter(ANSWERED)
             self.client.flush()
 
     def on_upstream_failure(self, conn: UpstreamConnection, kind: str) -> None:
@@ -518,40 +504,25 @@ class Exchange(RequestHead):
                 "upstream_failed_mid_response",
                 upstream=self.route.name,
                 kind=kind,
+                endpoint=self.endpoint_name(),
                 request_id=self.request_id.decode("latin-1"),
             )
+            self._release_endpoint(failed=True)
             self.client.close_after = True
             self.client.abort()
             self._finish(self.status)
             return
         if kind == "timeout" and not self.request_done:
             # The upstream waited for a body the client never finished sending.
-            self._release_permit()
+            self._abandon_attempt()
             self.answer_error(errors.BODY_TIMEOUT)
             return
-        if (
-            kind == "reset"
-            and conn.reused
-            and not conn.received
-            and not self.stale_retried
-            and self.body_kept
-            and self.request_done
-            and (self.method in IDEMPOTENT_METHODS or self.idempotency_key)
-        ):
-            # Likely a pooled connection the upstream closed meanwhile: try once more on a
-            # fresh one, not counted as an attempt. Only for requests safe to repeat, since
-            # the upstream may have read it before the reset (Go's transport does the same).
-            self.stale_retried = True
-            self.state = WAITING
-            remaining = self._remaining()
-            head_deadline = self.route.loop.time() + remaining
-            self._dial(conn.pool, min(remaining, self.route.connect_timeout), head_deadline)
-            return
-        self._attempt_failed(kind, sent=True)
+        self._attempt_failed(conn, kind, sent=True)
 
     def on_upstream_upgrade(self, conn: UpstreamConnection, data: bytes) -> None:
         """101 Switching Protocols: from now on both connections relay raw bytes."""
         self.conn = None
+        self._release_endpoint(failed=False)
         self.client.flush()
         self.client.start_tunnel(conn, data)
         self._finish(101, client_gone=True)
@@ -574,48 +545,45 @@ class Exchange(RequestHead):
         close = self._must_close()
         self.client.close_after = self.client.close_after or close
         self.client.send(
-            b"%b%b%b%b%b\r\n%b"
-            % (
+            http1.whole_response(
                 saved.status_line,
-                b"".join(saved.parts),
-                b"Content-Length: %d\r\n" % len(body),
-                attempts_line(self.attempt),
-                b"Connection: close\r\n" if close else b"",
-                b"" if self.is_head else body,
+                saved.parts,
+                body,
+                self.attempt,
+                close=close,
+                is_head=self.is_head,
             )
         )
         self.status = saved.status
         self.bytes_sent = len(body)
         self._answered()
 
-    def _answer_rejected(self) -> None:
+    def _answer_rejected(self, answer: Answer) -> None:
+        """A filter answered instead of an attempt (an open circuit, an overload...)."""
         if self.saved is not None and self.saved.complete:
             self._respond_saved()
             return
-        route = self.route
-        breaker = route.breaker
-        assert breaker is not None
-        # Whole seconds rounded up, at least 1 (cheaper than max(1, math.ceil(...))).
-        retry_after = int(-(-breaker.retry_after() // 1)) or 1
         client = self.client
         # The hot case of an open circuit (a first attempt on a connection kept alive, as
         # _must_close() would judge): the answer is pre-built but for the request id.
         if (
-            self.attempt
+            answer.error is not errors.CIRCUIT_OPEN
+            or answer.retry_after is None
+            or self.attempt
             or not self.keep_alive
             or not self.http11
             or self.is_head
             or self.expect_continue
             or client.draining
         ):
-            self.answer_error(errors.CIRCUIT_OPEN, retry_after)
+            self.answer_error(answer.error, answer.retry_after)
             return
-        client.out.append(route.errors.circuit_open(retry_after, self.request_id))
-        self.status = 503
+        client.out.append(self.route.errors.circuit_open(answer.retry_after, self.request_id))
+        self.status = answer.error.status
         if self.request_done:
-            self._finish(503)
+            self._finish(self.status)
         else:
-            self.state = ANSWERED
+            self._enter(ANSWERED)
             client.flush()
 
     def answer_error(self, error: SidecarError, retry_after: int | None = None) -> None:
@@ -663,7 +631,7 @@ class Exchange(RequestHead):
         if self.request_done or self.client.close_after:
             self._finish(self.status)
         else:
-            self.state = ANSWERED
+            self._enter(ANSWERED)
             self.client.flush()
 
     def _body_too_large(self) -> None:
@@ -679,20 +647,15 @@ class Exchange(RequestHead):
     # -- the end ----------------------------------------------------------------------------
 
     def _abandon_attempt(self) -> None:
-        """Stop the attempt under way without a verdict for the breaker."""
+        """Stop the attempt under way without a verdict: the filters release what they took."""
         self._cancel_pending()
         conn = self.conn
         if conn is not None:
             self.conn = None
             conn.abort()
-        self._release_permit()
-
-    def _release_permit(self) -> None:
-        permit = self.permit
-        breaker = self.route.breaker
-        if permit is not None and breaker is not None:
-            self.permit = None
-            breaker.release(permit)
+        self._release_endpoint(failed=False)
+        for hook in self.route.chain.done_hooks:
+            hook(self)
 
     def _cancel_pending(self) -> None:
         pending = self.pending
@@ -701,10 +664,12 @@ class Exchange(RequestHead):
             pending.cancel()
 
     def _finish(self, status: int, *, client_gone: bool = False) -> None:
-        self.state = DONE
+        self._enter(DONE)
         route = self.route
+        for hook in route.chain.done_hooks:
+            hook(self)
         route.in_flight -= 1
-        duration = time.monotonic() - self.started
+        duration = route.clock() - self.started
         if status != CLIENT_GONE:
             route.metrics.answered(status, duration)
         if route.access_log is not None:

@@ -1,4 +1,4 @@
-"""Keep-alive connections to one upstream: a LIFO idle list and the dialler (DNS, TCP, TLS).
+"""Keep-alive connections to one endpoint: a LIFO idle list, and the dialler (TCP, TLS).
 
 LIFO keeps the few most recently used connections warm and lets the rest reach their idle
 timeout and close, so the pool shrinks by itself after a burst.
@@ -16,15 +16,11 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from sidecars.proxy.batch import Outbox
-from sidecars.proxy.resolver import Resolver
 from sidecars.proxy.upstream import UpstreamConnection
-from sidecars.settings import Upstream
-
-if TYPE_CHECKING:
-    from sidecars.proxy.metrics import RouteMetrics
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
 _SETTLE = 1.0
@@ -43,78 +39,91 @@ def client_tls_context(ca_file: str | None) -> ssl.SSLContext:
     return ssl.create_default_context(cafile=ca_file)
 
 
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One endpoint's address to dial, and what TLS checks its certificate against."""
+
+    family: int
+    host: str  # an IP address
+    port: int
+    server_hostname: str | None  # the name for SNI and verification; None: plain TCP
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+class Connector(Protocol):
+    """Opens connections (the real one is Dialer; tests pass their own)."""
+
+    async def connect(self, target: Target, factory: Callable[[], _P], limit: float) -> _P: ...
+
+
 class Dialer:
-    """Opens connections to one upstream: resolve (cached), TCP, TLS with SNI, in a timeout."""
+    """Opens connections to an endpoint: TCP, then TLS with SNI when asked, in a timeout."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, tls: ssl.SSLContext | None) -> None:
+        self.loop = loop
+        self._tls = tls
+
+    async def connect(self, target: Target, factory: Callable[[], _P], limit: float) -> _P:
+        """A new connection within ``limit`` seconds, or ConnectFailure."""
+        tls = self._tls if target.server_hostname is not None else None
+        try:
+            async with asyncio.timeout(limit):
+                _, protocol = await self.loop.create_connection(
+                    factory,
+                    target.host,
+                    target.port,
+                    family=target.family,
+                    ssl=tls,
+                    server_hostname=target.server_hostname if tls is not None else None,
+                )
+                return protocol
+        except TimeoutError:
+            raise ConnectFailure("timeout", f"no connection within {limit:.3g}s") from None
+        except ssl.SSLError as tls_error:
+            raise ConnectFailure("tls", _describe(tls_error)) from tls_error
+        except OSError as connect_error:
+            raise ConnectFailure("connect", _describe(connect_error)) from connect_error
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    idle_timeout: float  # an idle pooled connection closes after it
+    max_idle: int
+    body_idle_timeout: float  # a response body that stalls this long is a timeout
+    max_head_size: int
+
+
+class ConnectionPool:
+    """One endpoint's connections: the idle ones (LIFO) and how to open another."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        upstream: Upstream,
-        resolver: Resolver,
-        metrics: RouteMetrics,
-        ca_file: str | None,
+        connector: Connector,
+        target: Target,
+        outbox: Outbox,
+        settings: PoolSettings,
+        *,
+        authority: bytes,
+        path_prefix: bytes,
+        opened_counter: Any,
     ) -> None:
         self.loop = loop
-        self.upstream = upstream
-        self._resolver = resolver
-        self._metrics = metrics
-        self._tls = client_tls_context(ca_file) if upstream.tls else None
-        self.opened = 0
-
-    async def dial(self, factory: Callable[[], _P], limit: float) -> _P:
-        """A new connection within ``limit`` seconds, or ConnectFailure."""
-        upstream = self.upstream
-        try:
-            async with asyncio.timeout(limit):
-                addresses = await self._resolver.resolve(upstream.host, upstream.port)
-                error: OSError | None = None
-                for family, sockaddr in addresses:
-                    try:
-                        _, protocol = await self.loop.create_connection(
-                            factory,
-                            sockaddr[0],
-                            sockaddr[1],
-                            family=family,
-                            ssl=self._tls,
-                            server_hostname=upstream.host if self._tls is not None else None,
-                        )
-                    except ssl.SSLError as tls_error:
-                        raise ConnectFailure("tls", _describe(tls_error)) from tls_error
-                    except OSError as connect_error:
-                        error = connect_error
-                        continue
-                    self.opened += 1
-                    self._metrics.upstream_connections_opened.inc()
-                    return protocol
-                raise ConnectFailure("connect", _describe(error))
-        except TimeoutError:
-            raise ConnectFailure("timeout", f"no connection within {limit:.3g}s") from None
-        except OSError as resolve_error:
-            raise ConnectFailure("connect", _describe(resolve_error)) from resolve_error
-
-
-class ConnectionPool:
-    def __init__(
-        self,
-        dialer: Dialer,
-        outbox: Outbox,
-        *,
-        idle_timeout: float,
-        max_idle: int,
-        body_idle_timeout: float,
-        max_head_size: int,
-    ) -> None:
-        self.loop = dialer.loop
-        self.dialer = dialer
+        self.connector = connector
+        self.target = target
         self.outbox = outbox
-        self.upstream = dialer.upstream
-        self.authority = self.upstream.authority.encode()
-        self.path_prefix = self.upstream.path_prefix.encode()
-        self.idle_timeout = idle_timeout
-        self.body_idle_timeout = body_idle_timeout
-        self.max_head_size = max_head_size
-        self._max_idle = max_idle
+        self.authority = authority
+        self.path_prefix = path_prefix
+        self.idle_timeout = settings.idle_timeout
+        self.body_idle_timeout = settings.body_idle_timeout
+        self.max_head_size = settings.max_head_size
+        self._max_idle = settings.max_idle
+        self._opened_counter = opened_counter
         self._idle: deque[UpstreamConnection] = deque()  # newest on the right
+        self.opened = 0
+        self.closed = False  # the endpoint left: connections close once their request ends
 
     @property
     def idle_count(self) -> int:
@@ -136,7 +145,7 @@ class ConnectionPool:
             conn.resume_reading()
         if conn.closed:
             return
-        if self._max_idle == 0:
+        if self._max_idle == 0 or self.closed:
             conn.close()
             return
         idle = self._idle
@@ -158,18 +167,18 @@ class ConnectionPool:
             self._idle.remove(conn)
 
     def close(self) -> None:
+        self.closed = True
         for conn in list(self._idle):
             conn.close()
 
     async def connect(self, limit: float) -> UpstreamConnection:
-        return await self.dialer.dial(lambda: UpstreamConnection(self), limit)
+        conn = await self.connector.connect(self.target, lambda: UpstreamConnection(self), limit)
+        self.opened += 1
+        self._opened_counter.inc()
+        return conn
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "upstream": str(self.upstream),
-            "idle": len(self._idle),
-            "opened": self.dialer.opened,
-        }
+        return {"idle": len(self._idle), "opened": self.opened}
 
 
 def _describe(error: BaseException | None) -> str:

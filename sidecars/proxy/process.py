@@ -12,7 +12,7 @@ from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.headers import RequestIds
-from sidecars.proxy.resolver import Resolver
+from sidecars.proxy.resolver import DnsResolver
 from sidecars.proxy.route import Route
 from sidecars.proxy.tcp import TcpRelay
 from sidecars.runtime import Lifecycle, wait_drained
@@ -28,7 +28,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     loop = asyncio.get_running_loop()
     end_of_iteration = EndOfIteration(loop)
     access_log = AccessLog(end_of_iteration, settings.sidecar) if settings.access_log else None
-    resolver = Resolver(loop, settings.dns_ttl)
+    resolver = DnsResolver(loop, settings.dns_servers)
     request_ids = RequestIds()
     routes = [
         Route(
@@ -42,6 +42,8 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
         )
         for route in settings.routes
     ]
+    for route in routes:
+        await route.start()
     shared = await _share_breaker_state(settings, routes)
     servers = [await _listen(loop, route) for route in routes]
 
@@ -75,6 +77,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     )
     log.info("drained", complete=drained, cut=sum(route.in_flight for route in routes))
     for route in routes:
+        await route.stop()
         route.close()
     for state in shared:
         await state.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.headers import attempt_ending
 
 
 class RequestHead:
@@ -59,37 +58,3 @@ class RequestHead:
         self.http11 = True
         self.is_head = False
         self.error: SidecarError | None = None
-
-    def upstream_head(
-        self, path_prefix: bytes, authority: bytes, peer: bytes, attempt: int
-    ) -> list[bytes]:
-        """The request head for the upstream, as parts for one join with the body's first bytes."""
-        forwarded_for = peer if self.forwarded_for is None else self.forwarded_for + b", " + peer
-        parts = [
-            self.method,
-            b" ",
-            path_prefix if self.target != b"*" else b"",
-            self.target,
-            b" HTTP/1.1\r\nHost: ",
-            authority,
-            b"\r\n",
-            *self.lines,
-            b"X-Forwarded-For: ",
-            forwarded_for,
-            b"\r\nX-Forwarded-Proto: ",
-            self.forwarded_proto or b"http",
-            b"\r\nX-Request-Id: ",
-            self.request_id,
-            b"\r\n",
-        ]
-        host = self.forwarded_host or self.host
-        if host is not None:
-            parts += (b"X-Forwarded-Host: ", host, b"\r\n")
-        if self.chunked:
-            parts.append(b"Transfer-Encoding: chunked\r\n")
-        elif self.content_length is not None:
-            parts.append(b"Content-Length: %d\r\n" % self.content_length)
-        if self.upgrade is not None:
-            parts += (b"Connection: upgrade\r\nUpgrade: ", self.upgrade, b"\r\n")
-        parts.append(attempt_ending(attempt))
-        return parts

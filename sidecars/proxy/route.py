@@ -1,26 +1,45 @@
-"""One route, composed once at start-up: listener settings, policies, pools, metric children.
+"""One route, composed once at start-up: listener settings, its filter chain, its clusters
+(the upstream, and the fallback), metric children.
 
 Envoy's model (DESIGN.md principle 2): every route is the same engine with its own chain of
-timeout -> retry -> breaker -> upstream, so the breaker and the ambassador differ only in the
-settings they are built from.
+filters (retry, breaker, outlier detection) in front of a cluster, so the breaker and the
+ambassador differ only in the settings they are built from.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from sidecars import observability as obs
 from sidecars.observability import get_logger
+from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
-from sidecars.policies.retry import BackoffSchedule, RetryBudget, RetryPolicy
+from sidecars.policies.outlier import OutlierDetector
+from sidecars.policies.window import Clock
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration, Outbox
+from sidecars.proxy.cluster import Cluster, Member
+from sidecars.proxy.discovery import Discovery
 from sidecars.proxy.errors import ErrorResponses
+from sidecars.proxy.filters import Filter, FilterChain
+from sidecars.proxy.filters.breaker import BreakerFilter
+from sidecars.proxy.filters.outlier import OutlierFilter
+from sidecars.proxy.filters.retry import RetryFilter
 from sidecars.proxy.headers import RequestIds
+from sidecars.proxy.health import HealthChecker
 from sidecars.proxy.metrics import RouteMetrics
-from sidecars.proxy.pool import ConnectionPool, Dialer
+from sidecars.proxy.pool import (
+    ConnectionPool,
+    Connector,
+    Dialer,
+    PoolSettings,
+    client_tls_context,
+)
 from sidecars.proxy.resolver import Resolver
 from sidecars.settings import ProxySettings, RouteSettings, Upstream
 
@@ -39,6 +58,10 @@ class ClientSide(Protocol):
 
 
 class Route:
+    """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
+    cluster, ``resolver`` for discovery, ``connector`` to open upstream connections, and
+    ``random`` (``randrange``) for the balancer and the backoff jitter."""
+
     def __init__(
         self,
         proxy: ProxySettings,
@@ -49,11 +72,15 @@ class Route:
         request_ids: RequestIds,
         access_log: AccessLog | None,
         end_of_iteration: EndOfIteration,
+        clock: Clock = time.monotonic,
+        connector: Connector | None = None,
+        randrange: Random = random.randrange,
     ) -> None:
         self.settings = settings
         self.name = settings.name
         self.json_name = orjson.dumps(settings.name)  # for access lines
         self.loop = loop
+        self.clock = clock
         self.metrics = RouteMetrics(proxy.sidecar, settings.name, end_of_iteration)
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
@@ -71,45 +98,114 @@ class Route:
         self.max_body = proxy.max_body
         self.header_timeout = proxy.header_timeout
         self.idle_timeout = proxy.idle_timeout
+        self.max_retry_body = settings.retry.max_retry_body
 
-        retry = settings.retry
-        self.max_attempts = retry.max_attempts
-        self.max_retry_body = retry.max_retry_body
-        self.retry_statuses = retry.retry_on.statuses
-        self.budget = RetryBudget(retry.budget_ratio, retry.budget_min_per_second)
-        self.retry = RetryPolicy(
-            retry, self.budget, BackoffSchedule(retry.backoff_base, retry.backoff_max)
+        any_tls = settings.upstream.tls or (settings.fallback is not None and settings.fallback.tls)
+        tls = client_tls_context(settings.upstream_ca_file) if any_tls else None
+        self.connector: Connector = connector if connector is not None else Dialer(loop, tls)
+        pool_settings = PoolSettings(
+            idle_timeout=proxy.upstream_idle_timeout,
+            max_idle=proxy.upstream_max_idle,
+            body_idle_timeout=proxy.idle_timeout,
+            # An upstream's head may be larger than what clients may send, not unbounded.
+            max_head_size=max(proxy.max_header_size, 256 * 1024),
         )
-        # Judged even with the breaker off: the attempts metric tells failures apart.
-        self.failure_statuses = settings.breaker.failure_statuses
+        cluster_settings = settings.cluster
+
+        def cluster(name: str, upstream: Upstream) -> tuple[Cluster, Discovery]:
+            prefix = upstream.path_prefix.encode()
+
+            def pool(member: Member) -> ConnectionPool:
+                return ConnectionPool(
+                    loop,
+                    self.connector,
+                    member.target,
+                    self.outbox,
+                    pool_settings,
+                    authority=member.authority,
+                    path_prefix=prefix,
+                    opened_counter=self.metrics.upstream_connections_opened,
+                )
+
+            built = Cluster(
+                name,
+                proxy.sidecar,
+                balancer(cluster_settings.lb, randrange),
+                pool,
+                clock=clock,
+                health_checked=cluster_settings.health_checks,
+                measures_latency=cluster_settings.lb == "ewma",
+            )
+            return built, Discovery(built, upstream, resolver, proxy.dns_ttl)
+
+        self.cluster, discovery = cluster(settings.name, settings.upstream)
+        self.discoveries = [discovery]
+        self.fallback: Cluster | None = None
+        if settings.fallback is not None:
+            self.fallback, discovery = cluster(f"{settings.name}/fallback", settings.fallback)
+            self.discoveries.append(discovery)
+        self.health_checks = [
+            HealthChecker(c, cluster_settings, self.connector, tcp=settings.protocol == "tcp")
+            for c in self.clusters
+            if cluster_settings.health_checks
+        ]
+
+        filters: list[Filter] = []
+        # First: its REPLAY verdict on a failure ends the round before any other filter
+        # counts the attempt.
+        self.retry = RetryFilter(
+            settings.retry,
+            self.metrics,
+            settings.name,
+            clock=clock,
+            random=lambda: randrange(1 << 53) / (1 << 53),
+        )
+        filters.append(self.retry)
         self.breaker: CircuitBreaker | None = None
         if settings.breaker.enabled:
             self.breaker = CircuitBreaker(
                 settings.breaker,
+                clock=clock,
                 on_transition=self._on_transition,
                 trial_permit_ttl=settings.timeout,
             )
-        self.metrics.show_state("closed")
-
-        def pool(upstream: Upstream) -> ConnectionPool:
-            dialer = Dialer(loop, upstream, resolver, self.metrics, settings.upstream_ca_file)
-            return ConnectionPool(
-                dialer,
-                self.outbox,
-                idle_timeout=proxy.upstream_idle_timeout,
-                max_idle=proxy.upstream_max_idle,
-                body_idle_timeout=proxy.idle_timeout,
-                # An upstream's head may be larger than what clients may send, not unbounded.
-                max_head_size=max(proxy.max_header_size, 256 * 1024),
+            filters.append(BreakerFilter(self.breaker, self.metrics, self.fallback))
+        self.outlier: OutlierFilter | None = None
+        if cluster_settings.outlier.consecutive_failures > 0:
+            self.outlier = OutlierFilter(
+                OutlierDetector(cluster_settings.outlier),
+                settings.breaker.slow_call,
+                _Ejections(proxy.sidecar, settings.name),
             )
-
-        self.pool = pool(settings.upstream)
-        self.fallback_pool = pool(settings.fallback) if settings.fallback is not None else None
+            filters.append(self.outlier)
+        # Judged even with the breaker off: the attempts metric tells failures apart.
+        self.chain = FilterChain(
+            filters,
+            failure_statuses=settings.breaker.failure_statuses,
+            times_calls=cluster_settings.lb == "ewma",
+        )
+        self.metrics.show_state("closed")
         self.local_authorities = _local_authorities(settings)
         self.connections: set[ClientSide] = set()
         self.in_flight = 0
-        self.retries = 0
         self.shared_state: SharedCircuitState | None = None  # when P_STATE_REDIS_URL is set
+
+    @property
+    def clusters(self) -> list[Cluster]:
+        return [self.cluster] if self.fallback is None else [self.cluster, self.fallback]
+
+    async def start(self) -> None:
+        """Find the endpoints (the first DNS lookups), then keep them up to date and checked."""
+        for discovery in self.discoveries:
+            await discovery.start(self.connect_timeout)
+        for checker in self.health_checks:
+            checker.start()
+
+    async def stop(self) -> None:
+        for discovery in self.discoveries:
+            await discovery.stop()
+        for checker in self.health_checks:
+            await checker.stop()
 
     def _on_transition(self, old: str, new: str, reason: str) -> None:
         self.metrics.show_state(new)
@@ -126,9 +222,8 @@ class Route:
         """The end of a drain: cut what is still open."""
         for connection in list(self.connections):
             connection.abort()
-        self.pool.close()
-        if self.fallback_pool is not None:
-            self.fallback_pool.close()
+        for cluster in self.clusters:
+            cluster.close()
 
     def status(self) -> dict[str, Any]:
         settings = self.settings
@@ -137,16 +232,44 @@ class Route:
             "protocol": settings.protocol,
             "upstream": str(settings.upstream),
             "fallback": str(settings.fallback) if settings.fallback else None,
+            "lb": settings.cluster.lb,
             "breaker": self.breaker.snapshot() if self.breaker is not None else None,
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
-            "retry_budget": self.budget.snapshot(),
+            "retry_budget": self.retry.budget.snapshot(),
+            "outlier": self.outlier.status() if self.outlier is not None else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
-            "retries": self.retries,
-            "pool": self.pool.snapshot(),
-            "fallback_pool": self.fallback_pool.snapshot() if self.fallback_pool else None,
+            "retries": self.retry.retries,
+            "pool": _pool_totals(self.cluster),
+            "endpoints": self.cluster.snapshot()["endpoints"],
+            "fallback_endpoints": (
+                self.fallback.snapshot()["endpoints"] if self.fallback is not None else None
+            ),
+            "dns": [
+                {"lookups": d.lookups, "failures": d.failures}
+                for d in self.discoveries
+                if not d.static
+            ],
         }
+
+
+def _pool_totals(cluster: Cluster) -> dict[str, int]:
+    endpoints = list(cluster.all_endpoints())
+    return {
+        "idle": sum(e.pool.idle_count for e in endpoints),
+        "opened": sum(e.pool.opened for e in endpoints),
+    }
+
+
+class _Ejections:
+    """sidecar_outlier_ejections_total children by reason."""
+
+    def __init__(self, sidecar: str, upstream: str) -> None:
+        self._base = (sidecar, upstream)
+
+    def __getitem__(self, reason: str) -> Any:
+        return obs.OUTLIER_EJECTIONS.labels(*self._base, reason)
 
 
 def _local_authorities(settings: RouteSettings) -> frozenset[bytes]:

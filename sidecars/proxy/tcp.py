@@ -1,4 +1,6 @@
-"""TCP mode: a byte relay guarded by the breaker, one permit per client connection.
+"""TCP mode: a byte relay guarded by the breaker, one permit per client connection, to an
+endpoint of the route's cluster chosen by its balancer (in-flight count: the connections
+relayed), with outlier ejection and health checks as for HTTP.
 
 A refused or timed-out dial, or a reset while relaying, is the upstream's failure; a relay
 that ends with either side closing normally is a success. While the circuit is open new
@@ -10,14 +12,14 @@ end of a request by shutting down their write side keep working.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import TYPE_CHECKING, cast
 
 from sidecars.observability import get_logger
-from sidecars.proxy.pool import ConnectFailure, Dialer
+from sidecars.proxy.pool import ConnectFailure
 
 if TYPE_CHECKING:
     from sidecars.policies.breaker import Permit
+    from sidecars.proxy.cluster import Cluster, Endpoint
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy.tcp")
@@ -31,6 +33,7 @@ class TcpRelay(asyncio.Protocol):
         "_dial",
         "_dialled_in",
         "_early",
+        "_endpoint",
         "_permit",
         "_started",
         "_upstream_eof",
@@ -47,8 +50,9 @@ class TcpRelay(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upstream: TcpUpstream | None = None
         self._permit: Permit | None = None
+        self._endpoint: Endpoint | None = None
         self._dial: asyncio.Task[TcpUpstream] | None = None
-        self._started = time.monotonic()
+        self._started = route.clock()
         self._dialled_in = 0.0
         self._client_eof = False
         self._upstream_eof = False
@@ -65,40 +69,56 @@ class TcpRelay(asyncio.Protocol):
         route.in_flight += 1
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        dialer = route.pool.dialer
+        cluster: Cluster = route.cluster
         breaker = route.breaker
         if breaker is not None:
             self._permit = breaker.acquire()
             if self._permit is None:
                 route.metrics.circuit_rejected()
-                if route.fallback_pool is None:
+                if route.fallback is None:
                     transport.close()
                     return
                 route.metrics.fallback_requests.inc()
-                dialer = route.fallback_pool.dialer
-        self._dial = route.loop.create_task(self._connect(dialer))
+                cluster = route.fallback
+        endpoint = self._endpoint = cluster.pick(None)
+        if endpoint is None:
+            self._dial_failed(ConnectFailure("connect", "no endpoint"))
+            return
+        self._dial = route.loop.create_task(
+            route.connector.connect(
+                endpoint.member.target, lambda: TcpUpstream(self), route.connect_timeout
+            )
+        )
         self._dial.add_done_callback(self._dialled)
 
-    async def _connect(self, dialer: Dialer) -> TcpUpstream:
-        return await dialer.dial(lambda: TcpUpstream(self), self.route.connect_timeout)
+    def _dial_failed(self, error: BaseException) -> None:
+        route = self.route
+        kind = error.kind if isinstance(error, ConnectFailure) else "connect"
+        route.metrics.upstream_errors[kind].inc()
+        route.metrics.attempt_failure.inc()
+        self._record_failure(kind)
+        log.warn(
+            "tcp_dial_failed",
+            upstream=route.name,
+            kind=kind,
+            detail=str(error),
+            endpoint=self._endpoint.name if self._endpoint is not None else None,
+        )
+        self._release_endpoint()
+        if self.transport is not None:
+            self.transport.close()
 
     def _dialled(self, task: asyncio.Task[TcpUpstream]) -> None:
         self._dial = None
         if task.cancelled():
             return
         error = task.exception()
-        route = self.route
         if error is not None:
-            kind = error.kind if isinstance(error, ConnectFailure) else "connect"
-            route.metrics.upstream_errors[kind].inc()
-            route.metrics.attempt_failure.inc()
-            self._record_failure(kind)
-            log.warn("tcp_dial_failed", upstream=route.name, kind=kind, detail=str(error))
-            if self.transport is not None:
-                self.transport.close()
+            self._dial_failed(error)
             return
         upstream = task.result()
-        self._dialled_in = time.monotonic() - self._started
+        self.route.metrics.upstream_connections_opened.inc()
+        self._dialled_in = self.route.clock() - self._started
         if self.closed:
             upstream.close()
             return
@@ -148,6 +168,7 @@ class TcpRelay(asyncio.Protocol):
         elif self._permit is not None and route.breaker is not None:
             route.breaker.release(self._permit)  # no dial finished: no verdict
             self._permit = None
+            self._release_endpoint()
         self._record_success()
 
     def pause_writing(self) -> None:
@@ -180,7 +201,13 @@ class TcpRelay(asyncio.Protocol):
             route.metrics.upstream_errors["reset"].inc()
             route.metrics.attempt_failure.inc()
             self._record_failure("reset")
-            log.warn("tcp_relay_reset", upstream=route.name, detail=str(exc))
+            log.warn(
+                "tcp_relay_reset",
+                upstream=route.name,
+                detail=str(exc),
+                endpoint=self._endpoint.name if self._endpoint is not None else None,
+            )
+            self._release_endpoint()
             if self.transport is not None:
                 self.transport.abort()
             return
@@ -208,6 +235,12 @@ class TcpRelay(asyncio.Protocol):
             self.transport.abort()
 
     def _record_success(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            # The relay is over: the endpoint did its part.
+            if self.route.outlier is not None:
+                self.route.outlier.succeeded(endpoint)
+            self._release_endpoint()
         permit = self._permit
         breaker = self.route.breaker
         if permit is not None and breaker is not None:
@@ -217,11 +250,22 @@ class TcpRelay(asyncio.Protocol):
             self.route.metrics.attempt_succeeded()
 
     def _record_failure(self, kind: str) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            endpoint.responded(True, 0.0)
+            if self.route.outlier is not None:
+                self.route.outlier.failed(endpoint)
         permit = self._permit
         breaker = self.route.breaker
         if permit is not None and breaker is not None:
             self._permit = None
-            breaker.record_failure(permit, kind, time.monotonic() - self._started)
+            breaker.record_failure(permit, kind, self.route.clock() - self._started)
+
+    def _release_endpoint(self) -> None:
+        endpoint = self._endpoint
+        if endpoint is not None:
+            self._endpoint = None
+            endpoint.released()
 
 
 class TcpUpstream(asyncio.Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -14,9 +15,10 @@ from sidecars import settings
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
+from sidecars.proxy.cluster import Member
 from sidecars.proxy.headers import RequestIds
-from sidecars.proxy.pool import ConnectFailure
-from sidecars.proxy.resolver import Resolver
+from sidecars.proxy.pool import ConnectFailure, ConnectionPool, Target
+from sidecars.proxy.resolver import DnsResolver
 from sidecars.proxy.route import Route
 from sidecars.proxy.upstream import UpstreamConnection
 
@@ -75,17 +77,19 @@ class FakeTransport:
 
 
 class FakeDialer:
-    """Stands in for Dialer: every dial gives a connected UpstreamConnection on a fake
-    transport, or raises the ConnectFailure queued in ``failures``."""
+    """Stands in for Dialer (the route's connector): every dial gives a connected
+    UpstreamConnection on a fake transport, or raises the ConnectFailure queued in
+    ``failures``."""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, real: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.upstream = real.upstream
         self.opened = 0
         self.connections: list[UpstreamConnection] = []
         self.failures: list[ConnectFailure] = []
+        self.targets: list[Target] = []
 
-    async def dial(self, factory: Callable[[], Any], limit: float) -> Any:
+    async def connect(self, target: Target, factory: Callable[[], Any], limit: float) -> Any:
+        self.targets.append(target)
         if self.failures:
             raise self.failures.pop(0)
         protocol = factory()
@@ -98,13 +102,24 @@ class FakeDialer:
 class Wire:
     """One client connection into a Route whose upstream connections are fakes."""
 
-    def __init__(self, route: Route, log: io.BytesIO, end_of_iteration: EndOfIteration) -> None:
+    def __init__(
+        self,
+        route: Route,
+        dialer: FakeDialer,
+        log: io.BytesIO,
+        end_of_iteration: EndOfIteration,
+    ) -> None:
         self.route = route
         self.log = log
         self.end_of_iteration = end_of_iteration
-        self.dialer = FakeDialer(route.loop, route.pool.dialer)
-        route.pool.dialer = self.dialer  # type: ignore[assignment]
+        self.dialer = dialer
         self.client = self.connect()
+
+    @property
+    def pool(self) -> ConnectionPool:
+        """The pool of the upstream's (only) endpoint."""
+        (endpoint,) = self.route.cluster.endpoints.values()
+        return endpoint.pool
 
     def connect(self) -> ClientConnection:
         client = ClientConnection(self.route)
@@ -152,9 +167,12 @@ WireFactory = Callable[..., Wire]
 
 @pytest.fixture
 def wire() -> WireFactory:
-    """wire(**env) -> a Wire for a breaker sidecar with BREAKER_<KEY>=value settings."""
+    """wire(**env) -> a Wire for a breaker sidecar with BREAKER_<KEY>=value settings;
+    ``clock=`` gives the route a clock the test drives."""
 
-    def make(command: str = "breaker", **env: str) -> Wire:
+    def make(
+        command: str = "breaker", clock: Callable[[], float] | None = None, **env: str
+    ) -> Wire:
         prefix = command.upper() + "_"
         values = {
             prefix + "UPSTREAM": "http://backend.internal:8080",
@@ -165,15 +183,22 @@ def wire() -> WireFactory:
         loop = asyncio.get_running_loop()
         end_of_iteration = EndOfIteration(loop)
         log = io.BytesIO()
+        dialer = FakeDialer(loop)
         route = Route(
             proxy,
             proxy.routes[0],
             loop,
-            resolver=Resolver(loop, 5.0),
+            resolver=DnsResolver(loop, ()),
             request_ids=RequestIds(),
             access_log=AccessLog(end_of_iteration, proxy.sidecar, log),
             end_of_iteration=end_of_iteration,
+            connector=dialer,
+            **({"clock": clock} if clock is not None else {}),
         )
-        return Wire(route, log, end_of_iteration)
+        # Discovery's part, played here: the upstream's name stands for one address.
+        upstream = proxy.routes[0].upstream
+        target = Target(socket.AF_INET, "192.0.2.10", upstream.port, None)
+        route.cluster.update([Member(target, upstream.authority.encode())])
+        return Wire(route, dialer, log, end_of_iteration)
 
     return make

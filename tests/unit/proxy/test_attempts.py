@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 from sidecars.observability import REGISTRY
-from sidecars.policies.breaker import CircuitBreaker
 from sidecars.proxy.pool import ConnectFailure
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -139,11 +138,10 @@ async def test_a_reset_mid_body_cuts_the_client_answer(wire: Any) -> None:
 
 
 async def test_a_client_leaving_releases_a_half_open_permit(wire: Any) -> None:
-    w = wire(open_seconds="10")
     now = [0.0]
-    breaker = w.route.breaker = CircuitBreaker(
-        w.route.settings.breaker, clock=lambda: now[0], on_transition=w.route._on_transition
-    )
+    w = wire(open_seconds="10", clock=lambda: now[0])
+    breaker = w.route.breaker
+    assert breaker is not None
     for _ in range(5):
         await w.send(GET)
         await w.answer(b"HTTP/1.1 500 Oops\r\nContent-Length: 0\r\n\r\n")

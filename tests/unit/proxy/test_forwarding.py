@@ -140,7 +140,7 @@ async def test_the_upstream_connection_is_reused(wire: Any) -> None:
         await w.answer(OK)
         assert parse_response(w.received())[0] == 200
     assert w.dialer.opened == 1
-    assert w.route.pool.idle_count == 1
+    assert w.pool.idle_count == 1
 
 
 async def test_an_upstream_connection_close_is_not_reused(wire: Any) -> None:
@@ -154,7 +154,7 @@ async def test_an_upstream_connection_close_is_not_reused(wire: Any) -> None:
     assert status == 200
     assert "x-internal" not in response.names()
     assert w.upstream_transport().closed
-    assert w.route.pool.idle_count == 0
+    assert w.pool.idle_count == 0
 
 
 async def test_a_chunked_response_is_rechunked_for_http11(wire: Any) -> None:
@@ -167,7 +167,7 @@ async def test_a_chunked_response_is_rechunked_for_http11(wire: Any) -> None:
     await w.answer(b"2\r\nde\r\n0\r\nX-Trailer: t\r\n\r\n")
     status, response = parse_response(partial + w.received())
     assert (status, response.body) == (200, b"abcde")
-    assert w.route.pool.idle_count == 1
+    assert w.pool.idle_count == 1
 
 
 async def test_an_http10_client_gets_a_close_delimited_body(wire: Any) -> None:
@@ -320,14 +320,14 @@ async def test_the_idle_bound_closes_only_settled_connections(wire: Any) -> None
     await w.settle()
     for index in range(3):
         await w.answer(OK, index)
-    assert w.route.pool.idle_count == 3  # a burst's connections are not closed at once
-    first = w.route.pool.take()
+    assert w.pool.idle_count == 3  # a burst's connections are not closed at once
+    first = w.pool.take()
     assert first is w.upstreams[2]  # LIFO: the most recently used first
     w.upstreams[0].idle_since -= 5  # idle for a while now
-    w.route.pool.put(first)
+    w.pool.put(first)
     await w.settle()
     assert w.upstream_transport(0).closed  # the settled one over the bound went
-    assert w.route.pool.idle_count == 2
+    assert w.pool.idle_count == 2
 
 
 async def test_keep_alive_idleness_has_its_own_timeout(wire: Any) -> None:
@@ -441,7 +441,7 @@ async def test_header_names_are_matched_in_any_spelling(wire: Any) -> None:
         status, response = parse_response(w.received())
         assert (status, response.body, response.header("X-Sidecar-Attempts")) == (200, b"ok", "1")
         assert not response.names() & {"keep-alive", "connection"}
-    assert w.route.pool.idle_count == 1  # kept alive: every spelling was understood
+    assert w.pool.idle_count == 1  # kept alive: every spelling was understood
 
 
 def test_header_spellings_are_remembered_within_a_bound() -> None:

@@ -1,5 +1,5 @@
 """The engine's small parts: header helpers, sidecar-made answers, timers, metric batching,
-the access log and the resolver cache."""
+the access log."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import asyncio
 import io
 import json
 import math
-import socket
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from sidecars.observability import REGISTRY
-from sidecars.proxy import errors
+from sidecars.proxy import errors, http1
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
@@ -33,7 +32,6 @@ from sidecars.proxy.metrics import (
     bucket_counts,
 )
 from sidecars.proxy.request import RequestHead
-from sidecars.proxy.resolver import Resolver
 from sidecars.proxy.timer import DeadlineTimer
 
 LOCAL = frozenset({b"localhost:15001", b"backend:8080"})
@@ -78,7 +76,7 @@ def test_the_upstream_head_carries_the_forwarding_headers() -> None:
     head.forwarded_for = b"10.0.0.1"
     head.request_id = b"r-1"
     head.content_length = 12
-    text = b"".join(head.upstream_head(b"/v2", b"backend:8080", b"192.0.2.7", 2)).decode()
+    text = b"".join(http1.request_head(head, b"/v2", b"backend:8080", b"192.0.2.7", 2)).decode()
     assert text == (
         "PUT /v2/items/1 HTTP/1.1\r\nHost: backend:8080\r\nAccept: */*\r\n"
         "X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\nX-Forwarded-Proto: http\r\n"
@@ -277,27 +275,6 @@ async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["user_agent"] for line in lines] == [agent.decode() for agent in agents]
     assert len(log._user_agents) <= 256
-
-
-async def test_names_are_resolved_again_after_the_ttl() -> None:
-    answers = [["10.0.0.1"], ["10.0.0.2"]]
-    calls: list[str] = []
-
-    async def getaddrinfo(host: str, port: int, **_: Any) -> list[Any]:
-        calls.append(host)
-        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port)) for ip in answers.pop(0)]
-
-    now = [100.0]
-    loop = SimpleNamespace(time=lambda: now[0], getaddrinfo=getaddrinfo)
-    resolver = Resolver(loop, ttl=5.0)  # type: ignore[arg-type]
-    first = await resolver.resolve("backend", 80)
-    now[0] = 104.9
-    assert await resolver.resolve("backend", 80) == first == [(socket.AF_INET, ("10.0.0.1", 80))]
-    assert await resolver.resolve("127.0.0.1", 80) == [(socket.AF_INET, ("127.0.0.1", 80))]
-    assert calls == ["backend"]
-    now[0] = 105.0
-    assert await resolver.resolve("backend", 80) == [(socket.AF_INET, ("10.0.0.2", 80))]
-    assert calls == ["backend", "backend"]
 
 
 class RecordingTransport:

@@ -1,0 +1,147 @@
+"""The per-route filter chain: each per-request policy is one ``Filter`` owning its whole
+decision, asked by the exchange at fixed points of an attempt.
+
+Hooks (override only the ones a policy needs; the chain keeps, per hook, just the filters
+that override it, so a hook no filter implements costs nothing per request):
+
+``on_request(exchange)``
+    Before every attempt (``exchange.attempt`` is the number of attempts made so far).
+    Return ``None`` to admit, an ``Answer`` to answer without an attempt, or a cluster to
+    send this attempt (and the later ones) to instead. The first non-None verdict wins and
+    the filters after it are not asked.
+``on_response_head(exchange, conn, failed, elapsed)``
+    The response head of an attempt arrived. ``failed``: the route's failure statuses say so;
+    ``elapsed``: seconds since the attempt began (0.0 unless ``times_calls`` of some filter
+    asked for the clock). Return a ``RetryDecision`` to say whether to retry; every filter
+    is told.
+``on_failure(exchange, conn, kind, sent, elapsed)``
+    The attempt failed without a response (``kind``: connect, tls, timeout, reset,
+    bad_response; ``sent``: the request reached the connection). A ``REPLAY`` verdict ends the
+    round at once: the attempt did not count, and it is made again on a fresh connection.
+``on_done(exchange)``
+    The attempt was abandoned or the exchange ended: release what was taken. Called more than
+    once per exchange, so it must be idempotent.
+
+Filters are built once per route (aiohttp's and uvicorn's middleware are the model) and hold
+no per-request state of their own: what one request needs is kept on the exchange.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from sidecars.policies.retry import RetryDecision
+
+if TYPE_CHECKING:
+    from sidecars.proxy.cluster import Cluster
+    from sidecars.proxy.connection import Connection
+    from sidecars.proxy.errors import SidecarError
+    from sidecars.proxy.exchange import Exchange
+
+# The attempt is made again on a fresh connection without counting as one (a pooled
+# connection the upstream had closed).
+REPLAY = RetryDecision(True, 0.0, "replay")
+
+
+class Answer:
+    """``on_request``'s verdict to answer with a sidecar-made response, not an attempt."""
+
+    __slots__ = ("error", "retry_after")
+
+    def __init__(self, error: SidecarError, retry_after: int | None = None) -> None:
+        self.error = error
+        self.retry_after = retry_after
+
+
+class Filter:
+    """A per-request policy. Subclasses override the hooks they need (see the module doc)."""
+
+    name = "filter"
+    # Whether on_response_head/on_failure read ``elapsed`` (the clock is spared otherwise).
+    times_calls = False
+
+    def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
+        return None
+
+    def on_response_head(
+        self, exchange: Exchange, conn: Connection, failed: bool, elapsed: float
+    ) -> RetryDecision | None:
+        return None
+
+    def on_failure(
+        self,
+        exchange: Exchange,
+        conn: Connection | None,
+        kind: str,
+        sent: bool,
+        elapsed: float,
+    ) -> RetryDecision | None:
+        return None
+
+    def on_done(self, exchange: Exchange) -> None:
+        return None
+
+    def status(self) -> dict[str, Any] | None:
+        """This filter's part of the route's /status (None: nothing to show)."""
+        return None
+
+
+def _overrides(filter_: Filter, hook: str) -> bool:
+    return getattr(type(filter_), hook) is not getattr(Filter, hook)
+
+
+class FilterChain:
+    """A route's filters in order, and per hook the bound methods of those overriding it."""
+
+    __slots__ = (
+        "done_hooks",
+        "failure_hooks",
+        "failure_statuses",
+        "filters",
+        "request_hooks",
+        "response_head_hooks",
+        "times_calls",
+    )
+
+    def __init__(
+        self,
+        filters: Sequence[Filter],
+        *,
+        failure_statuses: frozenset[int],
+        times_calls: bool = False,
+    ) -> None:
+        """``failure_statuses``: the route's classification of a response head as a failure
+        (``P_FAILURE_STATUSES``), given to every filter; ``times_calls``: attempts are timed
+        even when no filter asks (the cluster's latency-aware balancer does)."""
+        self.filters = tuple(filters)
+        self.failure_statuses = failure_statuses
+
+        def hooks(name: str) -> tuple[Callable[..., Any], ...]:
+            return tuple(getattr(f, name) for f in self.filters if _overrides(f, name))
+
+        self.request_hooks: tuple[Callable[[Exchange], Answer | Cluster | None], ...] = hooks(
+            "on_request"
+        )
+        self.response_head_hooks: tuple[
+            Callable[[Exchange, Connection, bool, float], RetryDecision | None], ...
+        ] = hooks("on_response_head")
+        self.failure_hooks: tuple[
+            Callable[[Exchange, Connection | None, str, bool, float], RetryDecision | None], ...
+        ] = hooks("on_failure")
+        self.done_hooks: tuple[Callable[[Exchange], None], ...] = hooks("on_done")
+        self.times_calls = times_calls or any(f.times_calls for f in self.filters)
+
+    def find(self, kind: type[Filter]) -> Filter | None:
+        for filter_ in self.filters:
+            if isinstance(filter_, kind):
+                return filter_
+        return None
+
+    def status(self) -> dict[str, Any]:
+        parts: dict[str, Any] = {}
+        for filter_ in self.filters:
+            part = filter_.status()
+            if part is not None:
+                parts[filter_.name] = part
+        return parts
