@@ -61,13 +61,16 @@ class ScriptedUpstream:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     port: int = 0
     ssl_context: ssl.SSLContext | None = None
+    host: str = LOOPBACK
+    health: int = 200  # the answer to GET /healthz (health checks are not in ``seen``)
+    health_checks: int = 0
     _runner: web.AppRunner | None = None
     _site: web.TCPSite | None = None
 
     @property
     def url(self) -> str:
         scheme = "https" if self.ssl_context is not None else "http"
-        return f"{scheme}://{LOOPBACK}:{self.port}"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def hits(self) -> int:
@@ -79,7 +82,7 @@ class ScriptedUpstream:
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
         self._site = web.TCPSite(
-            self._runner, LOOPBACK, self.port, reuse_address=True, ssl_context=self.ssl_context
+            self._runner, self.host, self.port, reuse_address=True, ssl_context=self.ssl_context
         )
         await self._site.start()
         self.port = int(self._runner.addresses[0][1])
@@ -95,6 +98,9 @@ class ScriptedUpstream:
         await eventually(lambda: self.hits >= count, f"{count} hits on {self.name}")
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/healthz":
+            self.health_checks += 1
+            return web.Response(status=self.health, text=f"health of {self.name}")
         body = await request.read()
         self.seen.append(
             Seen(

@@ -72,16 +72,22 @@ class DnsResolver:
         resolver = self._resolver()
         addresses: list[Address] = []
         ttl = NO_TTL
+        failure: dns.exception.DNSException | None = None
         for kind, family in (("A", socket.AF_INET), ("AAAA", socket.AF_INET6)):
             try:
                 answer = await resolver.resolve(host, kind, search=True)
             except (dns.resolver.NoAnswer, dns.resolver.NXDOMAIN):
                 continue
             except dns.exception.DNSException as error:
-                raise OSError(f"DNS lookup of {host} failed: {error}") from error
+                # Some servers refuse what they hold no record of (dnsmasq without upstreams
+                # refuses AAAA): one family's failure is not the name's.
+                failure = error
+                continue
             ttl = min(ttl, float(answer.rrset.ttl if answer.rrset is not None else NO_TTL))
             addresses += [(family, record.address) for record in answer]
         if not addresses:
+            if failure is not None:
+                raise OSError(f"DNS lookup of {host} failed: {failure}") from failure
             raise OSError(f"no address for {host}")
         return addresses, ttl
 

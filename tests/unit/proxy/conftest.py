@@ -168,10 +168,13 @@ WireFactory = Callable[..., Wire]
 @pytest.fixture
 def wire() -> WireFactory:
     """wire(**env) -> a Wire for a breaker sidecar with BREAKER_<KEY>=value settings;
-    ``clock=`` gives the route a clock the test drives."""
+    ``clock=`` and ``randrange=`` give the route a clock and dice the test drives."""
 
     def make(
-        command: str = "breaker", clock: Callable[[], float] | None = None, **env: str
+        command: str = "breaker",
+        clock: Callable[[], float] | None = None,
+        randrange: Callable[[int], int] | None = None,
+        **env: str,
     ) -> Wire:
         prefix = command.upper() + "_"
         values = {
@@ -194,6 +197,7 @@ def wire() -> WireFactory:
             end_of_iteration=end_of_iteration,
             connector=dialer,
             **({"clock": clock} if clock is not None else {}),
+            **({"randrange": randrange} if randrange is not None else {}),
         )
         # Discovery's part, played here: the upstream's name stands for one address.
         upstream = proxy.routes[0].upstream
