@@ -47,7 +47,9 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "ready")
+# The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
+CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
@@ -204,14 +206,17 @@ class Contestant:
 class NginxUpstream:
     port: int
     pid: int
+    hosts: tuple[str, ...] = (LOOPBACK,)
 
 
 @contextlib.contextmanager
-def nginx_upstream() -> Iterator[NginxUpstream]:
+def nginx_upstream(hosts: tuple[str, ...] = (LOOPBACK,)) -> Iterator[NginxUpstream]:
+    """nginx answering on ``port`` of every address in ``hosts``."""
     with scratch_dir("bench-nginx-") as prefix:
         port = free_port()
+        listen = "\n".join(f"        listen {host}:{port} reuseport;" for host in hosts)
         conf = Template((CONFIG_DIR / "nginx.conf.tmpl").read_text()).substitute(
-            prefix=prefix, port=port
+            prefix=prefix, port=port, listen=listen
         )
         (prefix / "nginx.conf").write_text(conf)
         argv = [
@@ -225,18 +230,27 @@ def nginx_upstream() -> Iterator[NginxUpstream]:
         ]
         with ManagedProcess("nginx", argv, workdir=prefix) as nginx:
             nginx.wait_port(port)
-            yield NginxUpstream(port, nginx.pid)
+            yield NginxUpstream(port, nginx.pid, hosts)
 
 
 @contextlib.contextmanager
-def haproxy(upstream_port: int, *, frontend: str = "", backend: str = "") -> Iterator[Contestant]:
+def haproxy(
+    upstream_port: int,
+    *,
+    frontend: str = "",
+    backend: str = "",
+    hosts: tuple[str, ...] = (LOOPBACK,),
+) -> Iterator[Contestant]:
     with scratch_dir("bench-haproxy-") as workdir:
         port = free_port()
+        servers = "\n".join(
+            f"    server nginx{n} {host}:{upstream_port}" for n, host in enumerate(hosts)
+        )
         conf = Template((CONFIG_DIR / "haproxy.cfg.tmpl").read_text()).substitute(
             port=port,
-            upstream_port=upstream_port,
             frontend_extra=frontend,
             backend_extra=backend,
+            servers=servers,
         )
         (workdir / "haproxy.cfg").write_text(conf)
         argv = ["haproxy", "-db", "-f", str(workdir / "haproxy.cfg")]
@@ -265,14 +279,19 @@ def _sidecar_checks(expect_error: str | None) -> Callable[[int, dict[str, str]],
 
 
 def start_sidecar(
-    command: str, upstream_port: int, log_level: str, extra: dict[str, str] | None = None
+    command: str,
+    upstream_port: int,
+    log_level: str,
+    extra: dict[str, str] | None = None,
+    hosts: tuple[str, ...] = (LOOPBACK,),
 ) -> tuple[ManagedProcess, int, int]:
-    """``python -m sidecars <command>`` on free ports; returns (process, data, admin port)."""
+    """``python -m sidecars <command>`` on free ports; returns (process, data, admin port).
+    Several ``hosts``: a cluster of one endpoint per address."""
     prefix = command.upper()
     port, admin_port = free_port(), free_port()
     env = sidecar_env(
         {
-            f"{prefix}_UPSTREAM": f"http://{LOOPBACK}:{upstream_port}",
+            f"{prefix}_UPSTREAM": ",".join(f"http://{host}:{upstream_port}" for host in hosts),
             f"{prefix}_LISTEN": f"{LOOPBACK}:{port}",
             f"{prefix}_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
             "SIDECAR_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -292,8 +311,9 @@ def sidecar(
     *,
     extra: dict[str, str] | None = None,
     force_open: bool = False,
+    hosts: tuple[str, ...] = (LOOPBACK,),
 ) -> Iterator[Contestant]:
-    process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra)
+    process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra, hosts)
     with process:
         ready = process.wait_http_ok(f"http://{LOOPBACK}:{admin_port}/readyz")
         if force_open:
@@ -418,6 +438,14 @@ def run_scenario(
                         force_open=True,
                     )
                 ),
+            ]
+        elif name == "cluster":
+            hosts = CLUSTER_HOSTS
+            contestants = [
+                stack.enter_context(
+                    haproxy(upstream_port, backend="    balance leastconn", hosts=hosts)
+                ),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level, hosts=hosts)),
             ]
         elif name == "relay":
             contestants = [
@@ -548,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     results["cpu_busy_before"] = round(warn_if_busy("before the run"), 3)
     started = time.perf_counter()
-    with nginx_upstream() as upstream:
+    with nginx_upstream((LOOPBACK, *CLUSTER_HOSTS)) as upstream:
         for name in scenarios:
             print(f"\n-- scenario {name}", flush=True)
             try:

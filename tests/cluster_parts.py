@@ -41,6 +41,10 @@ def shared_port(hosts: tuple[str, ...]) -> int:
 Replicas = Callable[..., Awaitable[list[ScriptedUpstream]]]
 
 
+class DnsmasqExited(AssertionError):
+    """dnsmasq stopped (most likely its port was taken meanwhile)."""
+
+
 class Dnsmasq:
     """A dnsmasq serving ``names`` (A records, from a hosts file re-read on SIGHUP) and fixed
     SRV records, with a 1 s TTL, on a loopback UDP/TCP port."""
@@ -50,27 +54,29 @@ class Dnsmasq:
         self.hosts_file = directory / "hosts"
         self._write(records)  # before the start: a SIGHUP that early would kill dnsmasq
         self.port = _free_udp_port()
+        self.log_file = directory / "dnsmasq.log"
         conf = directory / "dnsmasq.conf"
         conf.write_text("".join(f"srv-host={record}\n" for record in srv))
-        self.process = subprocess.Popen(
-            [
-                DNSMASQ,
-                "--keep-in-foreground",
-                f"--port={self.port}",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--no-resolv",
-                "--no-hosts",
-                f"--addn-hosts={self.hosts_file}",
-                f"--conf-file={conf}",
-                "--local-ttl=1",
-                "--pid-file=",
-                *(["--user=root"] if os.geteuid() == 0 else []),
-                "--log-facility=-",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        with self.log_file.open("wb") as log:
+            self.process = subprocess.Popen(
+                [
+                    DNSMASQ,
+                    "--keep-in-foreground",
+                    f"--port={self.port}",
+                    "--listen-address=127.0.0.1",
+                    "--bind-interfaces",
+                    "--no-resolv",
+                    "--no-hosts",
+                    f"--addn-hosts={self.hosts_file}",
+                    f"--conf-file={conf}",
+                    "--local-ttl=1",
+                    "--pid-file=",
+                    *(["--user=root"] if os.geteuid() == 0 else []),
+                    "--log-facility=-",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
 
     @property
     def server(self) -> str:
@@ -96,6 +102,8 @@ class Dnsmasq:
             )
 
     async def _answers(self, name: str, expected: list[str]) -> bool:
+        if self.process.poll() is not None:
+            raise DnsmasqExited(self.log_file.read_text(errors="replace"))
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = ["127.0.0.1"]
         resolver.port = self.port

@@ -143,8 +143,9 @@ class Cluster:
         self._pool_factory = pool_factory
         self.endpoints: dict[Target, Endpoint] = {}  # the members, by address
         self.draining: list[Endpoint] = []
-        self._candidates: list[Endpoint] = []  # may take traffic
-        self._members: list[Endpoint] = []  # every member (the panic set)
+        # What pick() chooses from: the endpoints that may take traffic, or every member when
+        # too few may (panic mode).
+        self._pickable: list[Endpoint] = []
         self._ejected = 0
         self._next_return = 0.0  # the earliest end of an ejection
         self._listeners: list[Callable[[Endpoint, str], None]] = []
@@ -156,17 +157,18 @@ class Cluster:
         """The endpoint for the next attempt, not one of ``tried`` when another is left."""
         if self._ejected and self.clock() >= self._next_return:
             self._return_ejected()
-        candidates = self._candidates
-        members = self._members
-        if len(candidates) * 100 < len(members) * PANIC_THRESHOLD_PERCENT or not candidates:
-            candidates = members
-            if not candidates:
-                return None
+        candidates = self._pickable
         if tried is not None:
             rest = [e for e in candidates if e not in tried]
             if rest:
                 candidates = rest
-        endpoint = candidates[0] if len(candidates) == 1 else self._balancer.choose(candidates)
+        count = len(candidates)
+        if count == 1:
+            endpoint = candidates[0]
+        elif count:
+            endpoint = self._balancer.choose(candidates)
+        else:
+            return None
         endpoint.in_flight += 1
         endpoint.requests += 1
         return endpoint
@@ -270,8 +272,9 @@ class Cluster:
 
     def _refresh(self) -> None:
         members = list(self.endpoints.values())
-        self._members = members
-        self._candidates = [e for e in members if e.healthy and not e.outlier.ejected_until]
+        candidates = [e for e in members if e.healthy and not e.outlier.ejected_until]
+        panic = not candidates or len(candidates) * 100 < len(members) * PANIC_THRESHOLD_PERCENT
+        self._pickable = members if panic else candidates
 
     # -- reporting --------------------------------------------------------------------------
 

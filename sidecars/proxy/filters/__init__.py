@@ -60,6 +60,8 @@ class Filter:
     name = "filter"
     # Whether on_response_head/on_failure read ``elapsed`` (the clock is spared otherwise).
     times_calls = False
+    # Hooks this instance overrides but has nothing to do in, as configured (not called).
+    idle_hooks: tuple[str, ...] = ()
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
         return None
@@ -88,7 +90,9 @@ class Filter:
 
 
 def _overrides(filter_: Filter, hook: str) -> bool:
-    return getattr(type(filter_), hook) is not getattr(Filter, hook)
+    return getattr(type(filter_), hook) is not getattr(Filter, hook) and (
+        hook not in filter_.idle_hooks
+    )
 
 
 class FilterChain:

@@ -69,9 +69,11 @@ class RetryFilter(Filter):
         self.policy = RetryPolicy(settings, self.budget, backoff)
         self._wall_clock = wall_clock
         self.retries = 0  # retries decided
+        if self.max_attempts == 1:
+            self.idle_hooks = ("on_request",)  # no budget to count requests for
 
     def on_request(self, exchange: Exchange) -> None:
-        if exchange.attempt == 0 and self.max_attempts > 1:
+        if exchange.attempt == 0:
             self.budget.record_request()
 
     def on_response_head(

@@ -6,7 +6,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from cluster_parts import REPLICA_HOSTS, DnsFactory, Dnsmasq, Replicas, shared_port
+from cluster_parts import (
+    REPLICA_HOSTS,
+    DnsFactory,
+    Dnsmasq,
+    DnsmasqExited,
+    Replicas,
+    shared_port,
+)
 from proxy_parts import Behaviour, ScriptedUpstream
 
 
@@ -38,10 +45,17 @@ async def dnsmasq(tmp_path: Path) -> AsyncIterator[DnsFactory]:
     started: list[Dnsmasq] = []
 
     async def start(records: dict[str, list[str]], srv: list[str] | None = None) -> Dnsmasq:
-        server = Dnsmasq(tmp_path, records, srv or [])
-        started.append(server)
-        await server.serving(records)
-        return server
+        for attempt in range(3):
+            server = Dnsmasq(tmp_path, records, srv or [])
+            started.append(server)
+            try:
+                await server.serving(records)
+            except DnsmasqExited:
+                if attempt == 2:
+                    raise
+                continue
+            return server
+        raise AssertionError("unreachable")
 
     yield start
     for server in started:
