@@ -139,8 +139,11 @@ class Exchange(RequestHead):
 
     def _enter(self, new: int) -> None:
         if self.state * 8 + new not in _LEGAL:
-            raise IllegalTransition(f"{STATE_NAMES[self.state]} -> {STATE_NAMES[new]}")
+            self._illegal(new)
         self.state = new
+
+    def _illegal(self, new: int) -> None:
+        raise IllegalTransition(f"{STATE_NAMES[self.state]} -> {STATE_NAMES[new]}")
 
     # -- driven by the client connection ----------------------------------------------------
 
@@ -264,7 +267,10 @@ class Exchange(RequestHead):
                     return
                 self.cluster = verdict
                 break
-        self._enter(WAITING)
+        # _enter(WAITING), inlined on the per-request path
+        if self.state * 8 + WAITING not in _LEGAL:
+            self._illegal(WAITING)
+        self.state = WAITING
         self.attempt += 1
         if self.expect_continue and not self.continued and not self.request_done:
             # Answered here, not by the upstream: Expect is not forwarded (Envoy does the same),
@@ -316,7 +322,10 @@ class Exchange(RequestHead):
 
     def _send(self, conn: UpstreamConnection, head_deadline: float) -> None:
         self.conn = conn
-        self._enter(SENT)
+        # _enter(SENT), inlined on the per-request path
+        if self.state * 8 + SENT not in _LEGAL:
+            self._illegal(SENT)
+        self.state = SENT
         conn.attach(self, head_deadline, self.is_head)
         if self.client.write_paused:
             conn.pause_reading()
@@ -398,7 +407,10 @@ class Exchange(RequestHead):
         endpoint = self.endpoint
         if endpoint is not None:
             self.endpoint = None
-            endpoint.released()
+            # Endpoint.released(), inlined on the per-request path.
+            endpoint.in_flight -= 1
+            if endpoint.removed and not endpoint.in_flight:
+                endpoint.cluster.forget(endpoint)
             if failed:
                 tried = self.tried
                 if tried is None:
@@ -423,7 +435,7 @@ class Exchange(RequestHead):
         else:
             route.metrics.attempt_succeeded()
         endpoint = self.endpoint
-        if endpoint is not None:
+        if endpoint is not None and (failed or endpoint.cluster.measures_latency):
             endpoint.responded(failed, elapsed)
         decision: RetryDecision | None = None
         for hook in chain.response_head_hooks:
@@ -437,15 +449,22 @@ class Exchange(RequestHead):
         self._respond(conn)
 
     def _respond(self, conn: UpstreamConnection) -> None:
-        self._enter(STREAMING)
+        # _enter(STREAMING), inlined on the per-request path
+        if self.state * 8 + STREAMING not in _LEGAL:
+            self._illegal(STREAMING)
+        self.state = STREAMING
         self.saved = None
         client = self.client
-        self.status = conn.status
-        framing = http1.response_framing(conn, self.is_head, self.http11)
-        if framing == http1.CHUNKED:
-            self.chunked_out = True
-        elif framing == http1.UNTIL_CLOSE:
-            client.close_after = True
+        status = self.status = conn.status
+        # The codec's response_framing(), inlined on the per-request path for the common case.
+        if conn.content_length is not None and status != 101:
+            framing = http1.LENGTH
+        else:
+            framing = http1.response_framing(conn, self.is_head, self.http11)
+            if framing == http1.CHUNKED:
+                self.chunked_out = True
+            elif framing == http1.UNTIL_CLOSE:
+                client.close_after = True
         if not self.keep_alive or client.draining:
             client.close_after = True
         client.out.append(
@@ -664,7 +683,10 @@ class Exchange(RequestHead):
             pending.cancel()
 
     def _finish(self, status: int, *, client_gone: bool = False) -> None:
-        self._enter(DONE)
+        # _enter(DONE), inlined on the per-request path
+        if self.state * 8 + DONE not in _LEGAL:
+            self._illegal(DONE)
+        self.state = DONE
         route = self.route
         for hook in route.chain.done_hooks:
             hook(self)

@@ -74,19 +74,17 @@ def response_framing(conn: Connection, is_head: bool, http11: bool) -> int:
     return CHUNKED if http11 else UNTIL_CLOSE  # HTTP/1.0: the body ends with the connection
 
 
-def response_head(
-    conn: Connection, framing: int, attempt: int, close: bool, http11: bool
-) -> bytes:
+def response_head(conn: Connection, framing: int, attempt: int, close: bool, http11: bool) -> bytes:
     """The head of a relayed response, built on the upstream's relayed header lines."""
     parts = conn.parts
     parts.insert(0, conn.status_line)
-    if framing == TUNNEL:
-        parts += (b"Connection: upgrade\r\nUpgrade: ", conn.upgrade or b"", b"\r\n")
-    elif framing == LENGTH:
+    if framing == LENGTH:
         if conn.status != 204:
             parts += (b"Content-Length: ", conn.content_length or b"0", b"\r\n")
     elif framing == CHUNKED:
         parts.append(b"Transfer-Encoding: chunked\r\n")
+    elif framing == TUNNEL:
+        parts += (b"Connection: upgrade\r\nUpgrade: ", conn.upgrade or b"", b"\r\n")
     parts.append(
         ATTEMPTS_LINES[attempt] if attempt < len(ATTEMPTS_LINES) else attempts_line(attempt)
     )

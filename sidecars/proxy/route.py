@@ -177,12 +177,18 @@ class Route:
                 settings.breaker.slow_call,
                 _Ejections(proxy.sidecar, settings.name),
             )
+            if all(d.static for d in self.discoveries) and all(
+                len(c.endpoints) * cluster_settings.outlier.max_ejected_percent < 100
+                for c in self.clusters
+            ):
+                # Fixed endpoints, too few to eject any (one, at 50%): nothing to watch.
+                self.outlier.idle_hooks = ("on_response_head", "on_failure")
             filters.append(self.outlier)
         # Judged even with the breaker off: the attempts metric tells failures apart.
         self.chain = FilterChain(
             filters,
             failure_statuses=settings.breaker.failure_statuses,
-            times_calls=cluster_settings.lb == "ewma",
+            times_calls=self.cluster.measures_latency,
         )
         self.metrics.show_state("closed")
         self.local_authorities = _local_authorities(settings)
