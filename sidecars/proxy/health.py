@@ -73,8 +73,11 @@ class HealthChecker:
         self._checks: set[asyncio.Task[None]] = set()
         cluster.on_change(self._changed)
 
-    def start(self) -> None:
+    async def start(self) -> None:
+        """A first round of checks (so that the first requests go to endpoints known to
+        pass), then a round every interval in the background."""
         if self._task is None:
+            await asyncio.gather(*(self.check(e) for e in list(self.cluster.endpoints.values())))
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def stop(self) -> None:
@@ -97,9 +100,9 @@ class HealthChecker:
 
     async def _run(self) -> None:
         while True:
+            await asyncio.sleep(self.settings.health_check_interval)
             for endpoint in list(self.cluster.endpoints.values()):
                 self._spawn(endpoint)
-            await asyncio.sleep(self.settings.health_check_interval)
 
     async def probe(self, endpoint: Endpoint) -> bool:
         request = None

@@ -205,7 +205,7 @@ class Route:
         for discovery in self.discoveries:
             await discovery.start(self.connect_timeout)
         for checker in self.health_checks:
-            checker.start()
+            await checker.start()
 
     async def stop(self) -> None:
         for discovery in self.discoveries:
