@@ -14,8 +14,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
 )
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+import sidecars
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
@@ -78,153 +83,208 @@ def get_logger(name: str) -> Any:
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
 # dashboard reads it (Envoy and HAProxy exporters have none either).
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+PROXY_METRICS = CollectorRegistry(auto_describe=True)
+"""The ``sidecar_*`` families: what the breaker and the ambassador export."""
+LOG_ADAPTER_METRICS = CollectorRegistry(auto_describe=True)
+"""The ``logadapter_*`` families: what the log adapter exports."""
 REGISTRY = CollectorRegistry(auto_describe=True)
+"""What the admin server's /metrics serves: filled once per process by ``expose``."""
+
+
+class _BuildInfo(Collector):
+    """``sidecars_build_info{version,build} 1``. The build (compiled or pure Python) is looked
+    up at the first scrape, not at start-up: it imports the log processing modules."""
+
+    def __init__(self) -> None:
+        self._build: str | None = None
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        if self._build is None:
+            from sidecars.logs import build_kind  # noqa: PLC0415
+
+            self._build = build_kind()
+        family = self._family()
+        family.add_metric([sidecars.__version__, self._build], 1)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sidecars_build_info",
+            "The running package's version and build (compiled or pure Python).",
+            labels=["version", "build"],
+        )
+
+
+def expose(families: CollectorRegistry) -> None:
+    """Serve one sidecar's families, with the process collector (``process_*``: CPU, memory,
+    open files) and ``sidecars_build_info``, on /metrics. Once per process."""
+    REGISTRY.register(families)
+    ProcessCollector(registry=REGISTRY)
+    REGISTRY.register(_BuildInfo())
+
 
 _PROXY = ("sidecar", "upstream")
 
 REQUESTS = Counter(
-    "sidecar_requests_total", "Client requests answered.", [*_PROXY, "code"], registry=REGISTRY
+    "sidecar_requests_total", "Client requests answered.", [*_PROXY, "code"], registry=PROXY_METRICS
 )
 REQUEST_DURATION = Histogram(
     "sidecar_request_duration_seconds",
-    "Time from request head to the end of the response.",
-    _PROXY,
+    "Time from request head to the end of the response, by status class (2xx...).",
+    [*_PROXY, "status_class"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_ATTEMPTS = Counter(
     "sidecar_upstream_attempts_total",
     "Attempts towards the upstream by outcome: success, failure, rejected.",
     [*_PROXY, "outcome"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 RETRIES = Counter(
-    "sidecar_retries_total", "Retries made, by reason.", [*_PROXY, "reason"], registry=REGISTRY
+    "sidecar_retries_total", "Retries made, by reason.", [*_PROXY, "reason"], registry=PROXY_METRICS
 )
 RETRY_BUDGET_EXHAUSTED = Counter(
     "sidecar_retry_budget_exhausted_total",
     "Retries not made because the retry budget was spent.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 RETRIES_SKIPPED = Counter(
     "sidecar_retries_skipped_total",
     "Retries not made for safety: non-idempotent, body too large to replay, deadline.",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_STATE = Gauge(
     "sidecar_circuit_state",
     "1 for the current circuit state.",
     [*_PROXY, "state"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_TRANSITIONS = Counter(
     "sidecar_circuit_transitions_total",
     "Circuit state changes.",
     [*_PROXY, "from", "to"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_REJECTED = Counter(
     "sidecar_circuit_rejected_total",
     "Requests answered at once because the circuit was open.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_SHARED_STATE_ERRORS = Counter(
     "sidecar_circuit_shared_state_errors_total",
     "Failed exchanges with the shared breaker state store (Redis); local state kept serving.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 FALLBACK_REQUESTS = Counter(
     "sidecar_fallback_requests_total",
     "Requests sent to the fallback upstream while the circuit was open.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 BAD_REQUESTS = Counter(
     "sidecar_bad_requests_total",
     "Client input refused before reaching the upstream, by reason.",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_ERRORS = Counter(
     "sidecar_upstream_errors_total",
     "Upstream misbehaviour by kind: connect, reset, timeout, bad_response, tls.",
     [*_PROXY, "kind"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CONNECTIONS = Counter(
     "sidecar_connections_total",
     "Client connections accepted (TCP mode: relayed connections).",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ACTIVE_CONNECTIONS = Gauge(
     "sidecar_active_connections",
     "Client connections open now.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 TUNNELS_IDLE_CLOSED = Counter(
     "sidecar_tunnels_idle_closed_total",
     "WebSocket/upgrade tunnels closed after the idle timeout with no bytes either way.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_CONNECTIONS_OPENED = Counter(
     "sidecar_upstream_connections_opened_total",
     "New upstream connections (a low rate means the pool is reusing connections).",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 
 _LOG = ("output",)
 LOG_RECORDS_IN = Counter(
-    "logadapter_records_in_total", "Records received, by input.", ["input"], registry=REGISTRY
+    "logadapter_records_in_total",
+    "Records received, by input.",
+    ["input"],
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_OUT = Counter(
-    "logadapter_records_out_total", "Records delivered, by output.", _LOG, registry=REGISTRY
+    "logadapter_records_out_total",
+    "Records delivered, by output.",
+    _LOG,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_FORMAT = Counter(
     "logadapter_records_format_total",
     "Records parsed, by detected format.",
     ["format"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_DROPPED = Counter(
     "logadapter_records_dropped_total",
     "Records dropped, by reason (only where a protocol cannot push back).",
     ["reason"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_OUTPUT_ERRORS = Counter(
-    "logadapter_output_errors_total", "Failed deliveries, by output.", _LOG, registry=REGISTRY
+    "logadapter_output_errors_total",
+    "Failed deliveries, by output.",
+    _LOG,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_BUFFER_RECORDS = Gauge(
-    "logadapter_buffer_records", "Records waiting in the buffer.", registry=REGISTRY
+    "logadapter_buffer_records", "Records waiting in the buffer.", registry=LOG_ADAPTER_METRICS
 )
 LOG_BUFFER_BYTES = Gauge(
-    "logadapter_buffer_bytes", "Bytes waiting in the buffer.", registry=REGISTRY
+    "logadapter_buffer_bytes", "Bytes waiting in the buffer.", registry=LOG_ADAPTER_METRICS
 )
 LOG_REDACTIONS = Counter(
-    "logadapter_redactions_total", "Secrets masked, by rule.", ["rule"], registry=REGISTRY
+    "logadapter_redactions_total",
+    "Secrets masked, by rule.",
+    ["rule"],
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_TRUNCATED = Counter(
     "logadapter_records_truncated_total",
     "Lines or joined groups cut at a size limit (the cut is marked in the record).",
     ["reason"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_INPUT_ERRORS = Counter(
     "logadapter_input_errors_total",
     "Bad input by input and kind (corrupt msgpack, bad frame, invalid UTF-8...).",
     ["input", "kind"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_MULTILINE_GROUPS = Counter(
     "logadapter_multiline_groups_total",
     "Multi-line groups joined into one record (stack traces, continuations).",
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
