@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -58,6 +59,8 @@ class _Response:
     status: int
     body: bytes
     content_type: bytes = b"application/json"
+    send_body: bool = True
+    """False for HEAD: the head (Content-Length included) is GET's, the body is left out."""
 
 
 def _json(data: Any, status: int = 200) -> _Response:
@@ -193,6 +196,9 @@ class AdminServer:
         return requests.complete.popleft()
 
     async def _dispatch(self, request: _Request) -> _Response:
+        if request.method == "HEAD":  # as GET without the body (RFC 9110 9.3.2): curl -I
+            answer = await self._dispatch(dataclasses.replace(request, method="GET"))
+            return dataclasses.replace(answer, send_body=False)
         if request.method == "GET":
             view = self._views.get(request.path)
             if view is not None:
@@ -253,4 +259,5 @@ def _encode(response: _Response, keep_alive: bool) -> bytes:
         f"Content-Length: {len(response.body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
     ).encode()
-    return head + b"Content-Type: " + response.content_type + b"\r\n\r\n" + response.body
+    body = response.body if response.send_body else b""
+    return head + b"Content-Type: " + response.content_type + b"\r\n\r\n" + body
