@@ -148,13 +148,13 @@ def _run_sidecar(command: str) -> int:
     if isinstance(loaded, settings.LogAdapterSettings):
         from sidecars.logs.adapter import serve as serve_logs  # noqa: PLC0415
 
-        observability.configure_logging(loaded.common.log_level, sys.stderr)
+        observability.configure_logging(command, loaded.common.log_level, sys.stderr)
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
-    observability.configure_logging(loaded.common.log_level)
+    observability.configure_logging(command, loaded.common.log_level)
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded
     return runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))

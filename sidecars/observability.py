@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -30,22 +31,42 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def _rename_warning(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if event.get("level") == "warning":
-        event["level"] = "warn"
-    return event
+ROOT_LOGGER = "sidecars"
+"""The ``logger`` of an event logged without a name."""
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr)."""
+class _Envelope:
+    """Every event starts ``timestamp, level, sidecar, logger, event``, in that order, then
+    its own fields: the order of the proxies' access lines too, so that one reader (the log
+    adapter's, a jq filter) fits every line a sidecar writes."""
+
+    def __init__(self, sidecar: str) -> None:
+        self.sidecar = sidecar
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+        level = event.pop("level")
+        ordered = {
+            "timestamp": event.pop("timestamp"),
+            "level": "warn" if level == "warning" else level,
+            "sidecar": event.pop("sidecar", self.sidecar),
+            "logger": event.pop("logger_name", ROOT_LOGGER),
+            "event": event.pop("event"),
+        }
+        ordered.update(event)
+        return ordered
+
+
+def configure_logging(sidecar: str, level: str, stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr), each
+    naming the ``sidecar`` that wrote it and its logger."""
     out = stream or sys.stdout
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            _rename_warning,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             structlog.processors.format_exc_info,
+            _Envelope(sidecar),
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -55,7 +76,7 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     # Libraries that log through the standard library (redis, pybreaker, aiohttp) end up as
     # JSON lines on the same stream instead of bare text.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(_StdlibJSONFormatter())
+    handler.setFormatter(_StdlibJSONFormatter(sidecar))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.INFO))
@@ -63,12 +84,20 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
 
 
 class _StdlibJSONFormatter(logging.Formatter):
+    """A standard library record as the same JSON event as structlog's (``_Envelope``)."""
+
+    def __init__(self, sidecar: str) -> None:
+        super().__init__()
+        self.sidecar = sidecar
+
     def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         event: dict[str, Any] = {
-            "event": record.getMessage(),
+            "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": "warn" if record.levelname == "WARNING" else record.levelname.lower(),
+            "sidecar": self.sidecar,
             "logger": record.name,
-            "timestamp": self.formatTime(record),
+            "event": record.getMessage(),
         }
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
@@ -77,7 +106,9 @@ class _StdlibJSONFormatter(logging.Formatter):
 
 
 def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+    """A structlog logger whose events carry ``logger=name`` (bound as ``logger_name``:
+    structlog's own ``get_logger`` takes a ``logger`` argument; ``_Envelope`` renames it)."""
+    return structlog.get_logger(logger_name=name)
 
 
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
