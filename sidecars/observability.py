@@ -230,7 +230,7 @@ BAD_REQUESTS = Counter(
 )
 UPSTREAM_ERRORS = Counter(
     "sidecar_upstream_errors_total",
-    "Upstream misbehaviour by kind: connect, reset, timeout, bad_response, tls.",
+    "Upstream misbehaviour by kind: connect, dns, reset, timeout, bad_response, tls.",
     [*_PROXY, "kind"],
     registry=PROXY_METRICS,
 )

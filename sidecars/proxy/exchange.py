@@ -41,11 +41,13 @@ NEW, WAITING, SENT, STREAMING, ANSWERED, TUNNEL, DONE = range(7)
 # Failure kinds as the retry policy names them (P_RETRY_ON).
 _RETRY_KIND = {
     "connect": "connect-failure",
+    "dns": "connect-failure",
     "tls": "connect-failure",
     "timeout": "timeout",
     "reset": "reset",
     "bad_response": "reset",
 }
+_FAILURE_ANSWERS = {"timeout": errors.UPSTREAM_TIMEOUT, "dns": errors.UPSTREAM_UNRESOLVED}
 # A failed answer kept while a retry is tried, returned if the circuit then opens.
 _SAVED_BODY_MAX = 64 * 1024
 # Status recorded in the access log when the client left before its answer (nginx's 499).
@@ -335,9 +337,7 @@ class Exchange(RequestHead):
         elif self.saved is not None and self.saved.complete:
             self._respond_saved()
         else:
-            self.answer_error(
-                errors.UPSTREAM_TIMEOUT if kind == "timeout" else errors.UPSTREAM_UNAVAILABLE
-            )
+            self.answer_error(_FAILURE_ANSWERS.get(kind, errors.UPSTREAM_UNAVAILABLE))
 
     def _log_attempt_failed(
         self, kind: str, decision: RetryDecision | None, **fields: object

@@ -31,7 +31,7 @@ _SETTLE = 1.0
 
 
 class ConnectFailure(Exception):
-    """No connection: ``kind`` is how the breaker counts it (connect, timeout, tls)."""
+    """No connection: ``kind`` is how the breaker counts it (connect, dns, timeout, tls)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
@@ -90,7 +90,7 @@ class Dialer:
         except TimeoutError:
             raise ConnectFailure("timeout", f"no connection within {limit:.3g}s") from None
         except OSError as resolve_error:
-            raise ConnectFailure("connect", _describe(resolve_error)) from resolve_error
+            raise ConnectFailure("dns", _describe(resolve_error)) from resolve_error
 
 
 class ConnectionPool:
