@@ -259,7 +259,7 @@ def _route_settings(
     parent: RouteSettings | None,
     name: str,
     listen_default: str,
-    max_attempts: int = 1,
+    max_attempts: int,
 ) -> RouteSettings | None:
     """Read one route's settings; a route under ``ROUTE_<NAME>_`` inherits the top level."""
 
@@ -424,7 +424,9 @@ def _read_proxy(
             )
             continue
         route_reader = EnvReader(env, f"{prefix}ROUTE_{route_name.upper()}_")
-        route = _route_settings(route_reader, top, route_name.lower(), "127.0.0.1:0")
+        route = _route_settings(
+            route_reader, top, route_name.lower(), "127.0.0.1:0", preset.max_attempts
+        )
         if route is not None and route.listen.port == 0:
             route_reader.problems.append(
                 f"{route_reader.prefix}LISTEN is required: each route has its own port"

@@ -158,3 +158,10 @@ def test_help_lists_every_variable_with_the_default_the_readme_gives(command: st
     assert listed["SIDECAR_DRAIN_TIMEOUT"] == "20s"
     assert readme_variables(command) == listed
 
+
+
+def test_the_demo_s_help_lists_its_variables() -> None:
+    result = run(["demo", "--help"], {})
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^  SIDECARS_DEMO_BASE_PORT +18000$", result.stdout, re.MULTILINE)
+    assert "--duration" in result.stdout
