@@ -6,6 +6,7 @@ Exit codes: 0 normal (a SIGTERM drain included), 2 configuration error, 1 anythi
 from __future__ import annotations
 
 import argparse
+import http.client
 import os
 import sys
 import urllib.request
@@ -172,8 +173,8 @@ def _health(command: str, ready: bool) -> int:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return 0 if response.status == 200 else 1
-    except OSError as error:
-        print(f"sidecars health: {url}: {error}", file=sys.stderr)
+    except (OSError, http.client.HTTPException) as error:  # refused, timed out, not HTTP
+        print(f"sidecars health: {url}: {error!r}", file=sys.stderr)
         return 1
 
 

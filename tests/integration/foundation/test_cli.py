@@ -3,8 +3,10 @@
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 
@@ -165,3 +167,27 @@ def test_the_demo_s_help_lists_its_variables() -> None:
     assert result.returncode == 0, result.stderr
     assert re.search(r"^  SIDECARS_DEMO_BASE_PORT +18000$", result.stdout, re.MULTILINE)
     assert "--duration" in result.stdout
+
+
+def test_health_exits_1_when_the_admin_port_does_not_speak_http() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        answer = threading.Thread(target=lambda: _answer_garbage(listener), daemon=True)
+        answer.start()
+        result = run(
+            ["health", "breaker"],
+            {"BREAKER_UPSTREAM": "http://svc:80", "BREAKER_ADMIN_LISTEN": f"127.0.0.1:{port}"},
+        )
+        answer.join(5)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"127.0.0.1:{port}/healthz" in result.stderr
+
+
+def _answer_garbage(listener: socket.socket) -> None:
+    connection, _ = listener.accept()
+    with connection:
+        connection.recv(4096)
+        connection.sendall(b"SSH-2.0-OpenSSH_9.2\r\n")
