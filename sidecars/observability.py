@@ -169,7 +169,8 @@ ACTIVE_CONNECTIONS = Gauge(
 )
 TUNNELS_IDLE_CLOSED = Counter(
     "sidecar_tunnels_idle_closed_total",
-    "WebSocket/upgrade tunnels closed after the idle timeout with no bytes either way.",
+    "WebSocket/upgrade tunnels and TCP-mode relays closed after the idle timeout with no bytes "
+    "either way.",
     _PROXY,
     registry=REGISTRY,
 )
