@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import logging
+import math
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -73,6 +75,29 @@ class _StdlibJSONFormatter(logging.Formatter):
 
 def get_logger(name: str) -> Any:
     return structlog.get_logger(name)
+
+
+class LogThrottle:
+    """At most one log line per ``interval`` seconds for an event that can repeat in a flood
+    (a failed accept, a timed-out admin connection); the metric counts every occurrence."""
+
+    __slots__ = ("_clock", "_interval", "_next", "held_back")
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._interval = interval
+        self._next = -math.inf
+        self.held_back = 0
+
+    def due(self) -> int | None:
+        """None while the line is held back; else how many were held back since the last."""
+        now = self._clock()
+        if now < self._next:
+            self.held_back += 1
+            return None
+        self._next = now + self._interval
+        held, self.held_back = self.held_back, 0
+        return held
 
 
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
@@ -178,6 +203,24 @@ UPSTREAM_CONNECTIONS_OPENED = Counter(
     "sidecar_upstream_connections_opened_total",
     "New upstream connections (a low rate means the pool is reusing connections).",
     _PROXY,
+    registry=REGISTRY,
+)
+ACCEPT_ERRORS = Counter(
+    "sidecar_accept_errors_total",
+    "Failed accept() calls on a data port, by errno name (EMFILE: out of descriptors).",
+    [*_PROXY, "reason"],
+    registry=REGISTRY,
+)
+ACCEPT_PAUSES = Counter(
+    "sidecar_accept_paused_total",
+    "Times a data port stopped accepting to keep the descriptor reserve for the admin plane.",
+    _PROXY,
+    registry=REGISTRY,
+)
+ADMIN_CONNECTIONS_CLOSED = Counter(
+    "sidecar_admin_connections_closed_total",
+    "Admin connections closed by the admin server: request_timeout, too_many.",
+    ["reason"],
     registry=REGISTRY,
 )
 
