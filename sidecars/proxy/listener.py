@@ -46,14 +46,17 @@ class DescriptorBudget:
         return newest >= self.limit - self.reserve
 
     def has_room(self) -> bool:
-        return open_descriptors() < self.limit - 2 * self.reserve
+        return self.open_descriptors() < self.limit - 2 * self.reserve
+
+    def open_descriptors(self) -> int:
+        """How many are open; the limit when counting fails (listing them takes one)."""
+        try:
+            return len(os.listdir(_FD_DIR))
+        except OSError:
+            return self.limit
 
     def status(self) -> dict[str, int]:
-        return {"limit": self.limit, "reserve": self.reserve, "open": open_descriptors()}
-
-
-def open_descriptors() -> int:
-    return len(os.listdir(_FD_DIR))
+        return {"limit": self.limit, "reserve": self.reserve, "open": self.open_descriptors()}
 
 
 def bind(listen: HostPort, backlog: int = 1024) -> list[socket.socket]:

@@ -75,6 +75,18 @@ async def until(check: Callable[[], Any], what: str) -> Any:
     return result
 
 
+async def served(port: int) -> bool:
+    """Whether a request on a new data connection is answered 200."""
+    with contextlib.suppress(OSError, TimeoutError):
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+        async with asyncio.timeout(5):
+            answer = await reader.read()
+        writer.close()
+        return answer.startswith(b"HTTP/1.1 200 ")
+    return False
+
+
 async def test_a_connection_flood_leaves_the_admin_plane_answering(
     limited: tuple[Sidecar, int],
 ) -> None:
@@ -100,16 +112,50 @@ async def test_a_connection_flood_leaves_the_admin_plane_answering(
         for writer in flood:
             writer.close()
 
-    async def served() -> bool:
-        with contextlib.suppress(OSError):
-            reader, writer = await asyncio.open_connection(LOOPBACK, port)
-            writer.write(b"GET /echo HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
-            async with asyncio.timeout(5):
-                answer = await reader.read()
-            writer.close()
-            return answer.startswith(b"HTTP/1.1 200 ")
-        return False
-
-    await until(served, "the data port to accept again")
+    await until(lambda: served(port), "the data port to accept again")
     status = json.loads((await admin_get(sidecar, "/status"))[1])
     assert status["descriptors"]["accepting"]["app"] is True
+
+
+async def test_a_failed_accept_is_counted_and_the_port_recovers(
+    limited: tuple[Sidecar, int],
+) -> None:
+    """Descriptors taken by admin connections, not data ones, leave the data port short
+    before its reserve check sees it: its accept fails with EMFILE, is counted and logged,
+    and the port waits for room instead of spinning."""
+    sidecar, port = limited
+    held: list[asyncio.StreamWriter] = []
+
+    async def open_descriptors() -> int:
+        return int(json.loads((await admin_get(sidecar, "/status"))[1])["descriptors"]["open"])
+
+    try:
+        while await open_descriptors() < 80:  # well below the reserve's mark (112)
+            for _ in range(5):
+                held.append((await asyncio.open_connection(LOOPBACK, port))[1])
+        for _ in range(64):  # the rest, and more, to the admin port
+            with contextlib.suppress(OSError):
+                reader, writer = await asyncio.open_connection(LOOPBACK, sidecar.admin_port)
+                held.append(writer)
+                writer.write(b"GET /healthz HTTP/1.1\r\nHost: admin\r\n\r\n")
+                async with asyncio.timeout(5):
+                    await reader.read(1)
+        held.append((await asyncio.open_connection(LOOPBACK, port))[1])  # no descriptor left
+
+        async def logged() -> list[dict[str, Any]]:  # the log needs no new descriptor
+            return [e for e in sidecar.log_events() if e.get("event") == "accept_failed"]
+
+        failed = await until(logged, "the failed accept to be logged")
+        assert failed[0]["reason"] == "EMFILE"
+    finally:
+        for writer in held:
+            writer.close()
+
+    async def counted() -> float:
+        with contextlib.suppress(OSError):
+            metrics = (await admin_get(sidecar, "/metrics"))[1].decode()
+            return metric_value(metrics, "sidecar_accept_errors_total", reason="EMFILE")
+        return 0.0
+
+    assert await until(counted, "the failed accept to be counted") >= 1
+    assert await until(lambda: served(port), "the data port to accept again")
