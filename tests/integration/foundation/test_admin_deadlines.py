@@ -89,7 +89,7 @@ async def test_connections_past_the_cap_are_closed(breaker: Sidecar) -> None:
     deadline = loop.time() + 10
     while True:
         with contextlib.suppress(OSError):
-            if await closed_count(breaker, "too_many") == 1:
+            if await closed_count(breaker, "too_many") >= 1:  # polls may add to it
                 break
         assert loop.time() < deadline, "the admin plane did not answer again"
         await asyncio.sleep(0.02)  # polling interval
