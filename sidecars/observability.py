@@ -213,7 +213,7 @@ ACCEPT_ERRORS = Counter(
 )
 ACCEPT_PAUSES = Counter(
     "sidecar_accept_paused_total",
-    "Times a data port stopped accepting to keep the descriptor reserve for the admin plane.",
+    "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
     _PROXY,
     registry=REGISTRY,
 )
