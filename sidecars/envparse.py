@@ -30,6 +30,11 @@ _SIZE_UNITS = {
     "g": 1024**3,
     "gb": 1000**3,
 }
+_USERINFO_PASSWORD = re.compile(r"(//[^/\s:@]*:)\S*@")
+_QUERY_SECRET = re.compile(
+    r"([?&;][^=&#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential)[^=&#\s]*=)[^&#\s,]+",
+    re.IGNORECASE,
+)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -182,13 +187,12 @@ def redis_url(raw: str) -> str:
     return raw.strip()
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of a URL, keep the rest readable."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+def mask_url(text: str) -> str:
+    """Hide the passwords and secret query values of the URLs in ``text`` (one URL, a list,
+    or an invalid value), keep the rest readable. Up to the last ``@`` is taken as userinfo:
+    too much hidden in a malformed value rather than part of a password shown."""
+    text = _USERINFO_PASSWORD.sub(r"\1***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
 
 
 REQUIRED = object()
@@ -241,7 +245,8 @@ class EnvReader:
             return None
 
     def fail(self, key: str, raw: str, allowed: str) -> None:
-        self.problems.append(f"{key}={raw!r} is invalid: expected {allowed}")
+        # Error lines end up in container logs: never a credential in them.
+        self.problems.append(f"{key}={mask_url(raw)!r} is invalid: expected {allowed}")
 
     def reject_unknown(self, known_patterns: tuple[re.Pattern[str], ...] = ()) -> None:
         """A misspelt variable is an error, not a silently ignored setting; the closest known

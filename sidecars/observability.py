@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import datetime
 import logging
+import math
 import sys
-from collections.abc import MutableMapping
+import time
+from collections.abc import Callable, MutableMapping
 from typing import Any, TextIO
 
 import orjson
@@ -109,6 +111,29 @@ def get_logger(name: str) -> Any:
     """A structlog logger whose events carry ``logger=name`` (bound as ``logger_name``:
     structlog's own ``get_logger`` takes a ``logger`` argument; ``_Envelope`` renames it)."""
     return structlog.get_logger(logger_name=name)
+
+
+class LogThrottle:
+    """At most one log line per ``interval`` seconds for an event that can repeat in a flood
+    (a failed accept, a timed-out admin connection); the metric counts every occurrence."""
+
+    __slots__ = ("_clock", "_interval", "_next", "held_back")
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._interval = interval
+        self._next = -math.inf
+        self.held_back = 0
+
+    def due(self) -> int | None:
+        """None while the line is held back; else how many were held back since the last."""
+        now = self._clock()
+        if now < self._next:
+            self.held_back += 1
+            return None
+        self._next = now + self._interval
+        held, self.held_back = self.held_back, 0
+        return held
 
 
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
@@ -248,7 +273,8 @@ ACTIVE_CONNECTIONS = Gauge(
 )
 TUNNELS_IDLE_CLOSED = Counter(
     "sidecar_tunnels_idle_closed_total",
-    "WebSocket/upgrade tunnels closed after the idle timeout with no bytes either way.",
+    "WebSocket/upgrade tunnels and TCP-mode relays closed after the idle timeout with no bytes "
+    "either way.",
     _PROXY,
     registry=PROXY_METRICS,
 )
@@ -257,6 +283,24 @@ UPSTREAM_CONNECTIONS_OPENED = Counter(
     "New upstream connections (a low rate means the pool is reusing connections).",
     _PROXY,
     registry=PROXY_METRICS,
+)
+ACCEPT_ERRORS = Counter(
+    "sidecar_accept_errors_total",
+    "Failed accept() calls on a data port, by errno name (EMFILE: out of descriptors).",
+    [*_PROXY, "reason"],
+    registry=REGISTRY,
+)
+ACCEPT_PAUSES = Counter(
+    "sidecar_accept_paused_total",
+    "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
+    _PROXY,
+    registry=REGISTRY,
+)
+ADMIN_CONNECTIONS_CLOSED = Counter(
+    "sidecar_admin_connections_closed_total",
+    "Admin connections closed by the admin server: request_timeout, too_many.",
+    ["reason"],
+    registry=REGISTRY,
 )
 
 _LOG = ("output",)

@@ -559,7 +559,7 @@ def _default_text(default: object, parse: Any) -> str:
 
 
 _SECRET_FIELDS = {"admin_token", "forward_shared_key"}
-_URL_FIELDS = {"state_redis_url"}
+_URL_FIELDS = {"state_redis_url", "outputs"}
 
 
 def to_json_dict(settings: Any) -> Any:
@@ -572,8 +572,10 @@ def to_json_dict(settings: Any) -> Any:
             value = getattr(settings, field.name)
             if field.name in _SECRET_FIELDS and value is not None:
                 out[field.name] = "***"
-            elif field.name in _URL_FIELDS and value is not None:
+            elif field.name in _URL_FIELDS and isinstance(value, str):
                 out[field.name] = p.mask_url(value)
+            elif field.name in _URL_FIELDS and isinstance(value, tuple):
+                out[field.name] = [p.mask_url(url) for url in value]
             else:
                 out[field.name] = to_json_dict(value)
         return out

@@ -445,6 +445,15 @@ class Exchange(RequestHead):
                 parts += (b"Content-Length: ", conn.content_length, b"\r\n")
         elif self.is_head or status in (204, 304):
             pass
+        elif conn.codings is not None:
+            # The body's codings (gzip) are the client's to undo; chunked framing follows
+            # them, or the body ends with the connection as the upstream's did.
+            if conn.chunked and self.http11:
+                parts += (b"Transfer-Encoding: ", conn.codings, b", chunked\r\n")
+                self.chunked_out = True
+            else:
+                parts += (b"Transfer-Encoding: ", conn.codings, b"\r\n")
+                client.close_after = True
         elif self.http11:
             parts.append(b"Transfer-Encoding: chunked\r\n")
             self.chunked_out = True
