@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hmac
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -22,7 +23,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecars.envparse import HostPort
-from sidecars.observability import REGISTRY, get_logger
+from sidecars.observability import ADMIN_CONNECTIONS_CLOSED, REGISTRY, LogThrottle, get_logger
 from sidecars.runtime import Lifecycle
 
 Action = Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]
@@ -31,6 +32,10 @@ Action = Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 IDLE_SECONDS = 30.0
+# The admin port is often bound to every interface: a request must arrive this long after
+# accept (after its first byte on keep-alive), and only so many connections are served at once.
+REQUEST_SECONDS = 5.0
+MAX_CONNECTIONS = 64
 log = get_logger("sidecars.admin")
 
 
@@ -58,6 +63,8 @@ class _Response:
     status: int
     body: bytes
     content_type: bytes = b"application/json"
+    send_body: bool = True
+    """False for HEAD: the head (Content-Length included) is GET's, the body is left out."""
 
 
 def _json(data: Any, status: int = 200) -> _Response:
@@ -126,6 +133,7 @@ class AdminServer:
         self.token = token
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closes_logged = LogThrottle()
 
     async def start(self, listen: HostPort) -> None:
         self._server = await asyncio.start_server(
@@ -149,18 +157,27 @@ class AdminServer:
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
+        if len(self._connections) >= MAX_CONNECTIONS:
+            self._closed_by_server("too_many")
+            writer.close()
+            return
         self._connections.add(task)
         requests = _RequestReader()
+        # The first request is timed from accept, the next ones from their first byte.
+        started: float | None = asyncio.get_running_loop().time()
         try:
             while True:
-                request = await self._next_request(reader, requests)
+                request = await self._next_request(reader, requests, started)
                 if request is None:
                     return
+                started = None
                 response = await self._dispatch(request)
                 writer.write(_encode(response, request.keep_alive))
                 await writer.drain()
                 if not request.keep_alive:
                     return
+        except _RequestTimeout:
+            self._closed_by_server("request_timeout")
         except _BadRequest as bad:
             log.warn("admin_bad_request", reason=bad.reason)
             writer.write(_encode(_error(bad.status, "bad_request", bad.reason), False))
@@ -172,14 +189,33 @@ class AdminServer:
             self._connections.discard(task)
             writer.close()
 
+    def _closed_by_server(self, reason: str) -> None:
+        ADMIN_CONNECTIONS_CLOSED.labels(reason).inc()
+        held_back = self._closes_logged.due()
+        if held_back is not None:
+            log.warn("admin_connection_closed", reason=reason, held_back=held_back)
+
     async def _next_request(
-        self, reader: asyncio.StreamReader, requests: _RequestReader
+        self, reader: asyncio.StreamReader, requests: _RequestReader, started: float | None
     ) -> _Request | None:
+        """The next request, complete within REQUEST_SECONDS of ``started``, or of its first
+        byte when None (the wait for that byte is bounded by IDLE_SECONDS); None at the end."""
+        loop = asyncio.get_running_loop()
+        deadline = None if started is None else started + REQUEST_SECONDS
         while not requests.complete:
-            async with asyncio.timeout(IDLE_SECONDS):
-                data = await reader.read(16 * 1024)
+            try:
+                async with asyncio.timeout_at(
+                    loop.time() + IDLE_SECONDS if deadline is None else deadline
+                ):
+                    data = await reader.read(16 * 1024)
+            except TimeoutError:
+                if deadline is None:
+                    return None  # idle between requests: closed quietly
+                raise _RequestTimeout from None
             if not data:
                 return None
+            if deadline is None:
+                deadline = loop.time() + REQUEST_SECONDS
             try:
                 requests.parser.feed_data(data)
             except httptools.HttpParserUpgrade:
@@ -193,6 +229,9 @@ class AdminServer:
         return requests.complete.popleft()
 
     async def _dispatch(self, request: _Request) -> _Response:
+        if request.method == "HEAD":  # as GET without the body (RFC 9110 9.3.2): curl -I
+            answer = await self._dispatch(dataclasses.replace(request, method="GET"))
+            return dataclasses.replace(answer, send_body=False)
         if request.method == "GET":
             view = self._views.get(request.path)
             if view is not None:
@@ -239,6 +278,10 @@ class AdminServer:
     }
 
 
+class _RequestTimeout(Exception):
+    """A request that did not arrive within REQUEST_SECONDS."""
+
+
 class _BadRequest(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
@@ -253,4 +296,5 @@ def _encode(response: _Response, keep_alive: bool) -> bytes:
         f"Content-Length: {len(response.body)}\r\n"
         f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n"
     ).encode()
-    return head + b"Content-Type: " + response.content_type + b"\r\n\r\n" + response.body
+    body = response.body if response.send_body else b""
+    return head + b"Content-Type: " + response.content_type + b"\r\n\r\n" + body

@@ -6,6 +6,7 @@ says what is allowed; ``EnvReader`` turns those into one line per bad variable.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ _SIZE_UNITS = {
     "g": 1024**3,
     "gb": 1000**3,
 }
+_USERINFO_PASSWORD = re.compile(r"(//[^/\s:@]*:)\S*@")
+_QUERY_SECRET = re.compile(
+    r"([?&;][^=&#\s]*(?:token|key|secret|pass|pwd|auth|sig|credential)[^=&#\s]*=)[^&#\s,]+",
+    re.IGNORECASE,
+)
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
 
@@ -50,6 +56,14 @@ def duration(raw: str) -> float:
     return float(match.group(1)) * _DURATION_UNITS[unit.lower() if unit else None]
 
 
+def duration_text(seconds: float) -> str:
+    """Seconds as ``duration`` reads them: ``25ms`` below a second, else ``30s`` or ``1.5s``."""
+    milliseconds = seconds * 1000
+    if seconds < 1 and milliseconds == int(milliseconds):
+        return f"{int(milliseconds)}ms"
+    return f"{seconds:g}s"
+
+
 def positive_duration(raw: str) -> float:
     value = duration(raw)
     if value <= 0:
@@ -64,6 +78,14 @@ def size(raw: str) -> int:
         raise ValueError("a size: bytes, or a number with KiB, MiB or GiB")
     unit = (match.group(2) or "b").lower()
     return int(match.group(1)) * _SIZE_UNITS[unit]
+
+
+def size_text(size: int) -> str:
+    """Bytes as ``size`` reads them, in the largest binary unit that divides: ``64KiB``."""
+    for unit, factor in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
+        if size and size % factor == 0:
+            return f"{size // factor}{unit}"
+    return str(size)
 
 
 def boolean(raw: str) -> bool:
@@ -165,23 +187,28 @@ def redis_url(raw: str) -> str:
     return raw.strip()
 
 
-def mask_url(url: str) -> str:
-    """Hide the password of a URL, keep the rest readable."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+def mask_url(text: str) -> str:
+    """Hide the passwords and secret query values of the URLs in ``text`` (one URL, a list,
+    or an invalid value), keep the rest readable. Up to the last ``@`` is taken as userinfo:
+    too much hidden in a malformed value rather than part of a password shown."""
+    text = _USERINFO_PASSWORD.sub(r"\1***@", text)
+    return _QUERY_SECRET.sub(r"\1***", text)
+
+
+REQUIRED = object()
+"""``EnvReader.defaults`` of a variable that has no default: it must be set."""
 
 
 class EnvReader:
-    """Reads variables under one prefix; records every problem instead of raising."""
+    """Reads variables under one prefix; records every problem instead of raising, and every
+    variable read with its default and parser (``defaults``: what ``--help`` lists)."""
 
     def __init__(self, environ: Mapping[str, str], prefix: str) -> None:
         self.environ = environ
         self.prefix = prefix
         self.problems: list[str] = []
         self.used: set[str] = set()
+        self.defaults: dict[str, tuple[object, Callable[[str], object]]] = {}
 
     @overload
     def get(self, name: str, parse: Callable[[str], T], default: T) -> T: ...
@@ -193,6 +220,7 @@ class EnvReader:
         """Parse ``prefix + name`` if set and not empty, else return the default."""
         key = self.prefix + name
         self.used.add(key)
+        self.defaults[key] = (default, parse)
         raw = self.environ.get(key)
         if raw is None or raw.strip() == "":
             return default
@@ -205,6 +233,7 @@ class EnvReader:
     def require(self, name: str, parse: Callable[[str], T], example: str) -> T | None:
         key = self.prefix + name
         self.used.add(key)
+        self.defaults[key] = (REQUIRED, parse)
         raw = self.environ.get(key)
         if raw is None or raw.strip() == "":
             self.problems.append(f"{key} is required: {example}")
@@ -216,13 +245,17 @@ class EnvReader:
             return None
 
     def fail(self, key: str, raw: str, allowed: str) -> None:
-        self.problems.append(f"{key}={raw!r} is invalid: expected {allowed}")
+        # Error lines end up in container logs: never a credential in them.
+        self.problems.append(f"{key}={mask_url(raw)!r} is invalid: expected {allowed}")
 
     def reject_unknown(self, known_patterns: tuple[re.Pattern[str], ...] = ()) -> None:
-        """A misspelt variable is an error, not a silently ignored setting."""
+        """A misspelt variable is an error, not a silently ignored setting; the closest known
+        name is suggested (``BREAKER_FAILURE_TRESHOLD``: did you mean ...THRESHOLD?)."""
         for key in sorted(self.environ):
             if not key.startswith(self.prefix) or key in self.used:
                 continue
             if any(pattern.fullmatch(key) for pattern in known_patterns):
                 continue
-            self.problems.append(f"{key} is not a known setting (check the spelling)")
+            close = difflib.get_close_matches(key, sorted(self.used), n=1, cutoff=0.8)
+            hint = f": did you mean {close[0]}?" if close else " (check the spelling)"
+            self.problems.append(f"{key} is not a known setting{hint}")

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
+import math
 import sys
+import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, TextIO
 
@@ -14,9 +17,13 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     disable_created_metrics,
 )
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import sidecars
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warn": logging.WARNING,
            "error": logging.ERROR}
@@ -26,22 +33,42 @@ def _orjson_dumps(event: Any, **_: Any) -> str:
     return orjson.dumps(event, default=str).decode()
 
 
-def _rename_warning(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    if event.get("level") == "warning":
-        event["level"] = "warn"
-    return event
+ROOT_LOGGER = "sidecars"
+"""The ``logger`` of an event logged without a name."""
 
 
-def configure_logging(level: str, stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr)."""
+class _Envelope:
+    """Every event starts ``timestamp, level, sidecar, logger, event``, in that order, then
+    its own fields: the order of the proxies' access lines too, so that one reader (the log
+    adapter's, a jq filter) fits every line a sidecar writes."""
+
+    def __init__(self, sidecar: str) -> None:
+        self.sidecar = sidecar
+
+    def __call__(self, _: Any, __: str, event: MutableMapping[str, Any]) -> dict[str, Any]:
+        level = event.pop("level")
+        ordered = {
+            "timestamp": event.pop("timestamp"),
+            "level": "warn" if level == "warning" else level,
+            "sidecar": event.pop("sidecar", self.sidecar),
+            "logger": event.pop("logger_name", ROOT_LOGGER),
+            "event": event.pop("event"),
+        }
+        ordered.update(event)
+        return ordered
+
+
+def configure_logging(sidecar: str, level: str, stream: TextIO | None = None) -> None:
+    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr), each
+    naming the ``sidecar`` that wrote it and its logger."""
     out = stream or sys.stdout
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
             structlog.processors.add_log_level,
-            _rename_warning,
             structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
             structlog.processors.format_exc_info,
+            _Envelope(sidecar),
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
@@ -51,7 +78,7 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
     # Libraries that log through the standard library (redis, pybreaker, aiohttp) end up as
     # JSON lines on the same stream instead of bare text.
     handler = logging.StreamHandler(out)
-    handler.setFormatter(_StdlibJSONFormatter())
+    handler.setFormatter(_StdlibJSONFormatter(sidecar))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(_LEVELS[level], logging.INFO))
@@ -59,12 +86,20 @@ def configure_logging(level: str, stream: TextIO | None = None) -> None:
 
 
 class _StdlibJSONFormatter(logging.Formatter):
+    """A standard library record as the same JSON event as structlog's (``_Envelope``)."""
+
+    def __init__(self, sidecar: str) -> None:
+        super().__init__()
+        self.sidecar = sidecar
+
     def format(self, record: logging.LogRecord) -> str:
+        when = datetime.datetime.fromtimestamp(record.created, datetime.UTC)
         event: dict[str, Any] = {
-            "event": record.getMessage(),
+            "timestamp": when.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
             "level": "warn" if record.levelname == "WARNING" else record.levelname.lower(),
+            "sidecar": self.sidecar,
             "logger": record.name,
-            "timestamp": self.formatTime(record),
+            "event": record.getMessage(),
         }
         if record.exc_info and record.exc_info[1] is not None:
             error = record.exc_info[1]
@@ -73,111 +108,198 @@ class _StdlibJSONFormatter(logging.Formatter):
 
 
 def get_logger(name: str) -> Any:
-    return structlog.get_logger(name)
+    """A structlog logger whose events carry ``logger=name`` (bound as ``logger_name``:
+    structlog's own ``get_logger`` takes a ``logger`` argument; ``_Envelope`` renames it)."""
+    return structlog.get_logger(logger_name=name)
+
+
+class LogThrottle:
+    """At most one log line per ``interval`` seconds for an event that can repeat in a flood
+    (a failed accept, a timed-out admin connection); the metric counts every occurrence."""
+
+    __slots__ = ("_clock", "_interval", "_next", "held_back")
+
+    def __init__(self, interval: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self._clock = clock
+        self._interval = interval
+        self._next = -math.inf
+        self.held_back = 0
+
+    def due(self) -> int | None:
+        """None while the line is held back; else how many were held back since the last."""
+        now = self._clock()
+        if now < self._next:
+            self.held_back += 1
+            return None
+        self._next = now + self._interval
+        held, self.held_back = self.held_back, 0
+        return held
 
 
 # No `*_created` series: a timestamp per counter and label set doubles every scrape and no
 # dashboard reads it (Envoy and HAProxy exporters have none either).
 disable_created_metrics()  # type: ignore[no-untyped-call]
+
+PROXY_METRICS = CollectorRegistry(auto_describe=True)
+"""The ``sidecar_*`` families: what the breaker and the ambassador export."""
+LOG_ADAPTER_METRICS = CollectorRegistry(auto_describe=True)
+"""The ``logadapter_*`` families: what the log adapter exports."""
 REGISTRY = CollectorRegistry(auto_describe=True)
+"""What the admin server's /metrics serves: filled once per process by ``expose``."""
+
+
+class _BuildInfo(Collector):
+    """``sidecars_build_info{version,build} 1``. The build (compiled or pure Python) is looked
+    up at the first scrape, not at start-up: it imports the log processing modules."""
+
+    def __init__(self) -> None:
+        self._build: str | None = None
+
+    def describe(self) -> list[GaugeMetricFamily]:
+        return [self._family()]
+
+    def collect(self) -> list[GaugeMetricFamily]:
+        if self._build is None:
+            from sidecars.logs import build_kind  # noqa: PLC0415
+
+            self._build = build_kind()
+        family = self._family()
+        family.add_metric([sidecars.__version__, self._build], 1)
+        return [family]
+
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily(
+            "sidecars_build_info",
+            "The running package's version and build (compiled or pure Python).",
+            labels=["version", "build"],
+        )
+
+
+def expose(families: CollectorRegistry) -> None:
+    """Serve one sidecar's families, with the process collector (``process_*``: CPU, memory,
+    open files) and ``sidecars_build_info``, on /metrics. Once per process."""
+    REGISTRY.register(families)
+    ProcessCollector(registry=REGISTRY)
+    REGISTRY.register(_BuildInfo())
+
 
 _PROXY = ("sidecar", "upstream")
 
 REQUESTS = Counter(
-    "sidecar_requests_total", "Client requests answered.", [*_PROXY, "code"], registry=REGISTRY
+    "sidecar_requests_total", "Client requests answered.", [*_PROXY, "code"], registry=PROXY_METRICS
 )
 REQUEST_DURATION = Histogram(
     "sidecar_request_duration_seconds",
-    "Time from request head to the end of the response.",
-    _PROXY,
+    "Time from request head to the end of the response, by status class (2xx...).",
+    [*_PROXY, "status_class"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_ATTEMPTS = Counter(
     "sidecar_upstream_attempts_total",
     "Attempts towards the upstream by outcome: success, failure, rejected.",
     [*_PROXY, "outcome"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 RETRIES = Counter(
-    "sidecar_retries_total", "Retries made, by reason.", [*_PROXY, "reason"], registry=REGISTRY
+    "sidecar_retries_total", "Retries made, by reason.", [*_PROXY, "reason"], registry=PROXY_METRICS
 )
 RETRY_BUDGET_EXHAUSTED = Counter(
     "sidecar_retry_budget_exhausted_total",
     "Retries not made because the retry budget was spent.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 RETRIES_SKIPPED = Counter(
     "sidecar_retries_skipped_total",
     "Retries not made for safety: non-idempotent, body too large to replay, deadline.",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_STATE = Gauge(
     "sidecar_circuit_state",
     "1 for the current circuit state.",
     [*_PROXY, "state"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_TRANSITIONS = Counter(
     "sidecar_circuit_transitions_total",
     "Circuit state changes.",
     [*_PROXY, "from", "to"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_REJECTED = Counter(
     "sidecar_circuit_rejected_total",
     "Requests answered at once because the circuit was open.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CIRCUIT_SHARED_STATE_ERRORS = Counter(
     "sidecar_circuit_shared_state_errors_total",
     "Failed exchanges with the shared breaker state store (Redis); local state kept serving.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 FALLBACK_REQUESTS = Counter(
     "sidecar_fallback_requests_total",
     "Requests sent to the fallback upstream while the circuit was open.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 BAD_REQUESTS = Counter(
     "sidecar_bad_requests_total",
     "Client input refused before reaching the upstream, by reason.",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_ERRORS = Counter(
     "sidecar_upstream_errors_total",
-    "Upstream misbehaviour by kind: connect, reset, timeout, bad_response, tls.",
+    "Upstream misbehaviour by kind: connect, dns, reset, timeout, bad_response, tls.",
     [*_PROXY, "kind"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 CONNECTIONS = Counter(
     "sidecar_connections_total",
     "Client connections accepted (TCP mode: relayed connections).",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ACTIVE_CONNECTIONS = Gauge(
     "sidecar_active_connections",
     "Client connections open now.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 TUNNELS_IDLE_CLOSED = Counter(
     "sidecar_tunnels_idle_closed_total",
-    "WebSocket/upgrade tunnels closed after the idle timeout with no bytes either way.",
+    "WebSocket/upgrade tunnels and TCP-mode relays closed after the idle timeout with no bytes "
+    "either way.",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 UPSTREAM_CONNECTIONS_OPENED = Counter(
     "sidecar_upstream_connections_opened_total",
     "New upstream connections (a low rate means the pool is reusing connections).",
     _PROXY,
+    registry=PROXY_METRICS,
+)
+ACCEPT_ERRORS = Counter(
+    "sidecar_accept_errors_total",
+    "Failed accept() calls on a data port, by errno name (EMFILE: out of descriptors).",
+    [*_PROXY, "reason"],
+    registry=REGISTRY,
+)
+ACCEPT_PAUSES = Counter(
+    "sidecar_accept_paused_total",
+    "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
+    _PROXY,
+    registry=REGISTRY,
+)
+ADMIN_CONNECTIONS_CLOSED = Counter(
+    "sidecar_admin_connections_closed_total",
+    "Admin connections closed by the admin server: request_timeout, too_many.",
+    ["reason"],
     registry=REGISTRY,
 )
 
@@ -185,7 +307,7 @@ OUTLIER_EJECTIONS = Counter(
     "sidecar_outlier_ejections_total",
     "Endpoints ejected by outlier detection, by reason (consecutive_failures, slow_calls).",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 
 
@@ -233,53 +355,65 @@ class EndpointCollector:
 
 EndpointSample = tuple[str, str, dict[str, int], list[tuple[str, int, int, int]]]
 ENDPOINTS = EndpointCollector()
-REGISTRY.register(ENDPOINTS)
+PROXY_METRICS.register(ENDPOINTS)
 
 _LOG = ("output",)
 LOG_RECORDS_IN = Counter(
-    "logadapter_records_in_total", "Records received, by input.", ["input"], registry=REGISTRY
+    "logadapter_records_in_total",
+    "Records received, by input.",
+    ["input"],
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_OUT = Counter(
-    "logadapter_records_out_total", "Records delivered, by output.", _LOG, registry=REGISTRY
+    "logadapter_records_out_total",
+    "Records delivered, by output.",
+    _LOG,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_FORMAT = Counter(
     "logadapter_records_format_total",
     "Records parsed, by detected format.",
     ["format"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_RECORDS_DROPPED = Counter(
     "logadapter_records_dropped_total",
     "Records dropped, by reason (only where a protocol cannot push back).",
     ["reason"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_OUTPUT_ERRORS = Counter(
-    "logadapter_output_errors_total", "Failed deliveries, by output.", _LOG, registry=REGISTRY
+    "logadapter_output_errors_total",
+    "Failed deliveries, by output.",
+    _LOG,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_BUFFER_RECORDS = Gauge(
-    "logadapter_buffer_records", "Records waiting in the buffer.", registry=REGISTRY
+    "logadapter_buffer_records", "Records waiting in the buffer.", registry=LOG_ADAPTER_METRICS
 )
 LOG_BUFFER_BYTES = Gauge(
-    "logadapter_buffer_bytes", "Bytes waiting in the buffer.", registry=REGISTRY
+    "logadapter_buffer_bytes", "Bytes waiting in the buffer.", registry=LOG_ADAPTER_METRICS
 )
 LOG_REDACTIONS = Counter(
-    "logadapter_redactions_total", "Secrets masked, by rule.", ["rule"], registry=REGISTRY
+    "logadapter_redactions_total",
+    "Secrets masked, by rule.",
+    ["rule"],
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_TRUNCATED = Counter(
     "logadapter_records_truncated_total",
     "Lines or joined groups cut at a size limit (the cut is marked in the record).",
     ["reason"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_INPUT_ERRORS = Counter(
     "logadapter_input_errors_total",
     "Bad input by input and kind (corrupt msgpack, bad frame, invalid UTF-8...).",
     ["input", "kind"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_MULTILINE_GROUPS = Counter(
     "logadapter_multiline_groups_total",
     "Multi-line groups joined into one record (stack traces, continuations).",
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )

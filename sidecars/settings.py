@@ -277,13 +277,18 @@ class LogAdapterSettings:
     ecs_metadata_uri: str | None
 
 
-_PROXY_DEFAULTS: dict[str, dict[str, str]] = {
-    "breaker": {"LISTEN": "127.0.0.1:15001", "ADMIN_LISTEN": "0.0.0.0:9901", "MAX_ATTEMPTS": "1"},
-    "ambassador": {
-        "LISTEN": "127.0.0.1:15002",
-        "ADMIN_LISTEN": "0.0.0.0:9902",
-        "MAX_ATTEMPTS": "3",
-    },
+@dataclass(frozen=True, slots=True)
+class _ProxyPreset:
+    """What differs between the breaker and the ambassador: only defaults."""
+
+    listen: str
+    admin_listen: str
+    max_attempts: int
+
+
+_PROXY_PRESETS = {
+    "breaker": _ProxyPreset("127.0.0.1:15001", "0.0.0.0:9901", max_attempts=1),
+    "ambassador": _ProxyPreset("127.0.0.1:15002", "0.0.0.0:9902", max_attempts=3),
 }
 
 
@@ -297,11 +302,16 @@ def _common(env: Mapping[str, str], reader: EnvReader, admin_default: str) -> Co
     )
     common.reject_unknown()  # SIDECAR_DRAIN_TIMOUT must not pass unnoticed either
     reader.problems.extend(common.problems)
+    reader.defaults.update(common.defaults)
     return settings
 
 
 def _route_settings(
-    reader: EnvReader, parent: RouteSettings | None, name: str, listen_default: str
+    reader: EnvReader,
+    parent: RouteSettings | None,
+    name: str,
+    listen_default: str,
+    max_attempts: int,
 ) -> RouteSettings | None:
     """Read one route's settings; a route under ``ROUTE_<NAME>_`` inherits the top level."""
 
@@ -351,7 +361,7 @@ def _route_settings(
     )
     retry = RetrySettings(
         max_attempts=reader.get(
-            "MAX_ATTEMPTS", p.int_range(1, 10), inherit("retry.max_attempts", 1)
+            "MAX_ATTEMPTS", p.int_range(1, 10), inherit("retry.max_attempts", max_attempts)
         ),
         backoff_base=reader.get(
             "BACKOFF_BASE", p.duration, inherit("retry.backoff_base", 0.025)
@@ -501,23 +511,31 @@ _ROUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9]*$")
 
 
 def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]) -> ProxySettings:
+    settings, reader = _read_proxy(sidecar, env)
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return settings
+
+
+def _read_proxy(
+    sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
+) -> tuple[ProxySettings, EnvReader]:
+    """The settings and the reader that read them (its problems, its variables)."""
     prefix = sidecar.upper() + "_"
-    defaults = _PROXY_DEFAULTS[sidecar]
-    overlay = {prefix + key: value for key, value in defaults.items() if prefix + key not in env}
-    env = {**env, **overlay}
+    preset = _PROXY_PRESETS[sidecar]
     reader = EnvReader(env, prefix)
-    common = _common(env, reader, defaults["ADMIN_LISTEN"])
+    common = _common(env, reader, preset.admin_listen)
     route_names: tuple[str, ...] = reader.get("ROUTES", p.comma_list, ())
     routes: list[RouteSettings] = []
     top: RouteSettings | None = None
     if not route_names or (prefix + "UPSTREAM") in env:
-        top = _route_settings(reader, None, "", defaults["LISTEN"])
+        top = _route_settings(reader, None, "", preset.listen, preset.max_attempts)
         if top is not None:
             routes.append(top)
     else:
         # The top-level variables still carry shared policy defaults for every route.
         shared = EnvReader({**env, prefix + "UPSTREAM": "http://shared.invalid"}, prefix)
-        top = _route_settings(shared, None, "", defaults["LISTEN"])
+        top = _route_settings(shared, None, "", preset.listen, preset.max_attempts)
         reader.used |= shared.used
         reader.problems.extend(x for x in shared.problems if x not in reader.problems)
     for route_name in route_names:
@@ -527,7 +545,9 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
             )
             continue
         route_reader = EnvReader(env, f"{prefix}ROUTE_{route_name.upper()}_")
-        route = _route_settings(route_reader, top, route_name.lower(), "127.0.0.1:0")
+        route = _route_settings(
+            route_reader, top, route_name.lower(), "127.0.0.1:0", preset.max_attempts
+        )
         if route is not None and route.listen.port == 0:
             route_reader.problems.append(
                 f"{route_reader.prefix}LISTEN is required: each route has its own port"
@@ -555,6 +575,11 @@ def load_proxy(sidecar: Literal["breaker", "ambassador"], env: Mapping[str, str]
     for port in duplicates:
         reader.problems.append(f"{port} is used by more than one listener: give each its own port")
     reader.reject_unknown()
+    return settings, reader
+
+
+def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
+    settings, reader = _read_log_adapter(env)
     if reader.problems:
         raise ConfigError(reader.problems)
     return settings
@@ -567,7 +592,7 @@ def _redact_spec(raw: str) -> str:
     return check_spec(raw)
 
 
-def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
+def _read_log_adapter(env: Mapping[str, str]) -> tuple[LogAdapterSettings, EnvReader]:
     reader = EnvReader(env, "LOGADAPTER_")
     common = _common(env, reader, "0.0.0.0:9903")
     inputs: tuple[str, ...] = reader.get("INPUTS", p.comma_list, ("stdin",))
@@ -623,9 +648,7 @@ def load_log_adapter(env: Mapping[str, str]) -> LogAdapterSettings:
         ecs_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4") or None,
     )
     reader.reject_unknown()
-    if reader.problems:
-        raise ConfigError(reader.problems)
-    return settings
+    return settings, reader
 
 
 def load(command: SidecarName, env: Mapping[str, str]) -> ProxySettings | LogAdapterSettings:
@@ -634,8 +657,38 @@ def load(command: SidecarName, env: Mapping[str, str]) -> ProxySettings | LogAda
     return load_proxy(command, env)
 
 
+def variables(command: SidecarName) -> list[tuple[str, str]]:
+    """Every variable ``command`` reads, with its default as text (what ``--help`` lists):
+    read off the loader itself run on an empty environment, so it cannot drift from it.
+    The command's own variables by name, then the ``SIDECAR_`` ones."""
+    reader = _read_log_adapter({})[1] if command == "log-adapter" else _read_proxy(command, {})[1]
+    listed = [(name, _default_text(*entry)) for name, entry in reader.defaults.items()]
+    return sorted(listed, key=lambda item: (item[0].startswith("SIDECAR_"), item[0]))
+
+
+def _default_text(default: object, parse: Any) -> str:
+    """A default as the text a user would set (``25ms``, ``1MiB``, ``on``, ``500-599``)."""
+    if default is p.REQUIRED:
+        return "required"
+    if default is None or default in ((), ""):
+        return "unset"
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    if isinstance(default, float) and parse in (p.duration, p.positive_duration):
+        return p.duration_text(default)
+    if isinstance(default, int) and parse is p.size:
+        return p.size_text(default)
+    if isinstance(default, frozenset):
+        return _compact_statuses(default)
+    if isinstance(default, tuple):
+        return ",".join(map(str, default))
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
 _SECRET_FIELDS = {"admin_token", "forward_shared_key"}
-_URL_FIELDS = {"state_redis_url"}
+_URL_FIELDS = {"state_redis_url", "outputs"}
 
 
 def to_json_dict(settings: Any) -> Any:
@@ -648,8 +701,10 @@ def to_json_dict(settings: Any) -> Any:
             value = getattr(settings, field.name)
             if field.name in _SECRET_FIELDS and value is not None:
                 out[field.name] = "***"
-            elif field.name in _URL_FIELDS and value is not None:
+            elif field.name in _URL_FIELDS and isinstance(value, str):
                 out[field.name] = p.mask_url(value)
+            elif field.name in _URL_FIELDS and isinstance(value, tuple):
+                out[field.name] = [p.mask_url(url) for url in value]
             else:
                 out[field.name] = to_json_dict(value)
         return out

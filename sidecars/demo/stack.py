@@ -112,6 +112,7 @@ def sidecars(ports: DemoPorts, workdir: Path, open_seconds: float) -> list[Child
             env={
                 **common,
                 "AMBASSADOR_UPSTREAM": _url(ports.inventory),
+                "AMBASSADOR_NAME": "inventory",  # the metrics' upstream label, not 127.0.0.1
                 "AMBASSADOR_LISTEN": _address(ports.ambassador),
                 "AMBASSADOR_ADMIN_LISTEN": _address(ports.ambassador_admin),
                 "AMBASSADOR_MAX_ATTEMPTS": "3",
@@ -128,6 +129,7 @@ def sidecars(ports: DemoPorts, workdir: Path, open_seconds: float) -> list[Child
             env={
                 **common,
                 "BREAKER_UPSTREAM": _url(ports.payments),
+                "BREAKER_NAME": "payments",
                 "BREAKER_LISTEN": _address(ports.breaker),
                 "BREAKER_ADMIN_LISTEN": _address(ports.breaker_admin),
                 "BREAKER_FAILURE_THRESHOLD": "5",

@@ -12,6 +12,10 @@ timestamp that does not parse), is kept under ``attributes`` unchanged.
 An application writes the same keys on every line, so which of them are aliases, and in
 which order they apply, is worked out once per key set (``_plan``); a line then costs one
 pass over its aliased keys, and the object itself becomes ``attributes``.
+
+The sidecars' own events are recognised by the keys they all start with
+(``timestamp, level, sidecar, logger, event``): the sidecar is the service, and a proxy's
+access line (``event: access``) fills the ``http`` block as a web server's access line does.
 """
 
 from __future__ import annotations
@@ -120,7 +124,14 @@ class Plan(NamedTuple):
     simple: tuple[str | None, ...] | None
     """When each target has at most one key, and every target is one of message, level,
     time, logger, trace id, span id and service: the key of each, in that order (None for
-    a target the key set lacks). None otherwise."""
+    a target the key set lacks). None otherwise, and for a sidecar's event."""
+    sidecar_event: bool
+    """The key set starts as every event of a sidecar does (``SIDECAR_EVENT_KEYS``)."""
+
+
+SIDECAR_EVENT_KEYS = ("timestamp", "level", "sidecar", "logger", "event")
+"""The keys every JSON event of a sidecar starts with, in this order (its access lines too)."""
+_ACCESS_HTTP_KEYS = ("bytes", "remote_addr", "user_agent", "duration")
 
 
 _SIMPLE_TARGETS = (_MESSAGE, _LEVEL, _TIME, _LOGGER, _TRACE, _SPAN, _SERVICE)
@@ -140,11 +151,17 @@ def _plan(keys: tuple[Any, ...]) -> Plan:
         )
         targets = [target for _, target in aliases]
         simple = None
-        if len(set(targets)) == len(targets) and set(targets) <= set(_SIMPLE_TARGETS):
+        sidecar_event = keys[: len(SIDECAR_EVENT_KEYS)] == SIDECAR_EVENT_KEYS
+        if (
+            len(set(targets)) == len(targets)
+            and set(targets) <= set(_SIMPLE_TARGETS)
+            and not sidecar_event
+        ):
             by_target = {target: key for key, target in aliases}
             if by_target.get(_MESSAGE) != "log":  # ``log`` may be an ECS object
                 simple = tuple(by_target.get(target) for target in _SIMPLE_TARGETS)
-        plan = _plans[keys] = Plan(aliases, tuple(key for key, _ in aliases), simple)
+        keys_aliased = tuple(key for key, _ in aliases)
+        plan = _plans[keys] = Plan(aliases, keys_aliased, simple, sidecar_event)
     return plan
 
 
@@ -166,6 +183,8 @@ def from_mapping(data: dict[str, Any], *, owned: bool = False) -> Record:
     if simple is None:
         for key, target in plan.aliases:
             _apply(record, attributes, key, target, attributes.pop(key))
+        if plan.sidecar_event:
+            _sidecar_event(record, attributes)
     else:
         message_key, level_key, time_key, logger_key, trace_key, span_key, service_key = simple
         if message_key is not None:
@@ -397,6 +416,37 @@ def _apply(record: Record, attributes: dict[str, Any], key: str, target: int, va
             attributes[key] = value
     elif target == _DATADOG:
         _datadog(record, attributes, value)
+
+
+def _sidecar_event(record: Record, attributes: dict[str, Any]) -> None:
+    """A sidecar's own event (its aliased keys applied): the sidecar names the service; an
+    access line of a proxy (``event: access``, with method, path and a status) fills ``http``
+    (+ bytes, remote_addr, user_agent, duration), its message is the request line and its
+    level follows the status, as for a web server's access line. The route stays in
+    ``attributes`` (``upstream``), with the attempts and the request id."""
+    sidecar = attributes.get("sidecar")
+    if isinstance(sidecar, str) and sidecar and "service" not in record:
+        record["service"] = attributes.pop("sidecar")
+    method = attributes.get("method")
+    path = attributes.get("path")
+    status = attributes.get("status")
+    if (
+        record.get("message") != "access"
+        or not isinstance(method, str)
+        or not isinstance(path, str)
+        or not isinstance(status, int)
+        or isinstance(status, bool)
+    ):
+        return
+    http: dict[str, Any] = {"method": method, "path": path, "status": status}
+    del attributes["method"], attributes["path"], attributes["status"]
+    for key in _ACCESS_HTTP_KEYS:
+        value = attributes.pop(key, None)
+        if value is not None:
+            http[key] = value
+    record["message"] = f"{method} {path}"
+    record["level"] = "error" if status >= 500 else "warn" if status >= 400 else "info"
+    record["http"] = http
 
 
 def _ecs_log(record: Record, attributes: dict[str, Any], value: Mapping[str, Any]) -> None:

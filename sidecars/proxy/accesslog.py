@@ -25,7 +25,11 @@ if TYPE_CHECKING:
 
 # Bytes that need escaping in a JSON string, or may not be UTF-8.
 _UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
-_PREFIX = b'{"timestamp":"%b.%06dZ","level":"info","event":"access","sidecar":%b,'
+# The order of every other sidecar event (observability._Envelope), then the request's fields.
+_PREFIX = (
+    b'{"timestamp":"%b.%06dZ","level":"info","sidecar":%b,"logger":"sidecars.proxy.access",'
+    b'"event":"access",'
+)
 _LINE = (
     b'%b"upstream":%b,"method":"%b","path":"%b","status":%b,"attempts":%b,"duration":%.6f,'
     b'"bytes":%b,"request_id":"%b","remote_addr":"%b","user_agent":%b}\n'

@@ -77,7 +77,6 @@ class ClientConnection(asyncio.Protocol):
     PAUSED_FOR_GOOD = 16  # input refused: nothing more is read
 
     __slots__ = (
-        "_connected_at",
         "_diverted",
         "_head",
         "_head_bytes",
@@ -119,6 +118,8 @@ class ClientConnection(asyncio.Protocol):
         self.remote_addr = ""
         self._head = Exchange(self, route)  # the request being parsed while _in_head
         self._in_head = False
+        # When the head being read began: accept for the first request, the first byte of
+        # the next one on keep-alive; 0: none begun.
         self._head_started = 0.0
         self._head_bytes = 0
         self._receiving: Exchange | None = None
@@ -130,7 +131,6 @@ class ClientConnection(asyncio.Protocol):
         self._paused = 0
         self._reads = 0  # body reads: a count, not a time (a clock per read costs more)
         self._reads_checked = 0
-        self._connected_at = 0.0
         self._idle_since = 0.0  # when the last exchange ended; 0: none yet
         self._upgrade_buffer: bytearray | None = None
         self._lingering = False
@@ -233,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
         route.connections.add(self)
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        self._connected_at = now = self.loop.time()
+        self._head_started = now = self.loop.time()
         self._timer.set(now + route.header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -251,8 +251,9 @@ class ClientConnection(asyncio.Protocol):
             raise error.__context__ or error from None
         except HttpParserError as error:
             self._refuse(parse_error(error, data))
-        if self._in_head:
-            # A head not complete in one read: now its size and time are watched.
+        if self._in_head or (self.active is None and not self.closing):
+            # A head not complete in one read (perhaps not even its target yet): now its time
+            # and size are watched.
             if not self._head_started:
                 self._head_started = self.loop.time()
             self._head_bytes += len(data)
@@ -334,8 +335,6 @@ class ClientConnection(asyncio.Protocol):
             head.size += len(url)
             return
         self._in_head = True
-        self._head_started = 0.0
-        self._head_bytes = 0
         self._head = head = Exchange(self, self.route)
         head.target = url
         head.size = len(url)
@@ -356,6 +355,8 @@ class ClientConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         head = self._head
         self._in_head = False
+        self._head_started = 0.0
+        self._head_bytes = 0
         if self.closing:
             return  # bytes behind a request that ended the connection
         route = self.route
@@ -466,11 +467,12 @@ class ClientConnection(asyncio.Protocol):
                 self._refuse(errors.HEADER_TIMEOUT)
             return
         if self.active is None and self._upgrade_buffer is None:
-            # Idle between requests, or a new connection that never spoke: close quietly.
+            # Idle between requests, or a head not begun (a new connection that never spoke,
+            # or bytes before a target): close quietly.
             deadline = (
-                self._idle_since + route.idle_timeout
-                if self._idle_since
-                else self._connected_at + route.header_timeout  # it never sent a request
+                self._head_started + route.header_timeout
+                if self._head_started
+                else self._idle_since + route.idle_timeout
             )
             if now < deadline:
                 self._timer.set(deadline)

@@ -149,6 +149,9 @@ class Cluster:
         self._ejected = 0
         self._next_return = 0.0  # the earliest end of an ejection
         self._listeners: list[Callable[[Endpoint, str], None]] = []
+        # Why the last lookup of a name failed ("" when none did): the answer's detail while
+        # the cluster has no endpoint.
+        self.discovery_error = ""
         CLUSTERS.add(self)
 
     # -- the request path -------------------------------------------------------------------

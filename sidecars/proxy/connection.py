@@ -18,6 +18,8 @@ class Connection(Protocol):
     status_line: bytes
     parts: list[bytes]  # header lines to relay: name, b": ", value, b"\r\n", ...
     content_length: bytes | None
+    chunked: bool
+    codings: bytes | None  # transfer codings other than a final chunked (b"gzip")
     retry_after: bytes | None
     upgrade: bytes | None
     keep_alive: bool

@@ -78,12 +78,14 @@ class Discovery:
                 members, ttl = await self._lookup(url)
             except OSError as error:
                 self.failures += 1
+                self.cluster.discovery_error = f"{type(error).__name__}: {error}"
                 log.warn("dns_lookup_failed", upstream=self.cluster.name, name=url.host,
                          error=str(error))
                 if self._found[index] is None:
                     next_in = min(next_in, _RETRY)
                 continue
             self._found[index] = members
+            self.cluster.discovery_error = ""
             if ttl != NO_TTL:
                 next_in = min(next_in, max(ttl, _MIN_INTERVAL))
         self.cluster.update(self.members())

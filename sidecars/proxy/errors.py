@@ -28,6 +28,9 @@ def bad_request(reason: str, detail: str, status: int = 400) -> SidecarError:
 
 CIRCUIT_OPEN = SidecarError(503, "circuit_open", "the circuit to the upstream is open")
 UPSTREAM_UNAVAILABLE = SidecarError(502, "upstream_unavailable", "no response from the upstream")
+UPSTREAM_UNRESOLVED = SidecarError(
+    502, "upstream_unavailable", "the upstream's name did not resolve"
+)
 UPSTREAM_TIMEOUT = SidecarError(504, "upstream_timeout", "the upstream did not answer in time")
 HEADER_TIMEOUT = bad_request("header_timeout", "request head not received in time", 408)
 BODY_TIMEOUT = bad_request("body_timeout", "request body stalled", 408)

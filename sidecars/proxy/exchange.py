@@ -53,6 +53,8 @@ _MOVES = {
 }
 # As one int per move (old * 8 + new): a set lookup per transition.
 _LEGAL = frozenset(old * 8 + new for old, targets in _MOVES.items() for new in targets)
+# The answer to an attempt that failed without a response, by failure kind.
+_FAILURE_ANSWERS = {"timeout": errors.UPSTREAM_TIMEOUT, "dns": errors.UPSTREAM_UNRESOLVED}
 # A failed answer kept while a retry is tried, returned if the circuit then opens.
 _SAVED_BODY_MAX = 64 * 1024
 # Status recorded in the access log when the client left before its answer (nginx's 499).
@@ -287,7 +289,8 @@ class Exchange(RequestHead):
         head_deadline = route.loop.time() + budget
         endpoint = self.endpoint = self.cluster.pick(self.tried)
         if endpoint is None:
-            self._attempt_failed(None, "connect", sent=False, detail="no endpoint")
+            # No endpoint at all: the names of the cluster did not resolve (yet).
+            self._attempt_failed(None, "dns", sent=False, detail=self.cluster.discovery_error)
             return
         pool = endpoint.pool
         conn = pool.take()
@@ -369,9 +372,7 @@ class Exchange(RequestHead):
         elif self.saved is not None and self.saved.complete:
             self._respond_saved()
         else:
-            self.answer_error(
-                errors.UPSTREAM_TIMEOUT if kind == "timeout" else errors.UPSTREAM_UNAVAILABLE
-            )
+            self.answer_error(_FAILURE_ANSWERS.get(kind, errors.UPSTREAM_UNAVAILABLE))
 
     def _replay(self) -> None:
         """The same attempt again, on a fresh connection to the same endpoint."""
@@ -461,9 +462,9 @@ class Exchange(RequestHead):
             framing = http1.LENGTH
         else:
             framing = http1.response_framing(conn, self.is_head, self.http11)
-            if framing == http1.CHUNKED:
+            if framing in (http1.CHUNKED, http1.CODED_CHUNKED):
                 self.chunked_out = True
-            elif framing == http1.UNTIL_CLOSE:
+            elif framing in (http1.UNTIL_CLOSE, http1.CODED_UNTIL_CLOSE):
                 client.close_after = True
         if not self.keep_alive or client.draining:
             client.close_after = True

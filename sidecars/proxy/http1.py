@@ -15,8 +15,9 @@ if TYPE_CHECKING:
 
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 LAST_CHUNK = b"0\r\n\r\n"
-# How a relayed response body is framed for the client.
-LENGTH, CHUNKED, NO_BODY, UNTIL_CLOSE, TUNNEL = range(5)
+# How a relayed response body is framed for the client (CODED_*: with transfer codings
+# other than chunked, gzip say, which are the client's to undo).
+LENGTH, CHUNKED, NO_BODY, UNTIL_CLOSE, TUNNEL, CODED_CHUNKED, CODED_UNTIL_CLOSE = range(7)
 
 
 def chunk(data: bytes) -> bytes:
@@ -71,6 +72,10 @@ def response_framing(conn: Connection, is_head: bool, http11: bool) -> int:
         return LENGTH
     if is_head or status in (204, 304):
         return NO_BODY
+    if conn.codings is not None:
+        # Chunked framing follows the codings, or the body ends with the connection as the
+        # upstream's did.
+        return CODED_CHUNKED if conn.chunked and http11 else CODED_UNTIL_CLOSE
     return CHUNKED if http11 else UNTIL_CLOSE  # HTTP/1.0: the body ends with the connection
 
 
@@ -85,6 +90,10 @@ def response_head(conn: Connection, framing: int, attempt: int, close: bool, htt
         parts.append(b"Transfer-Encoding: chunked\r\n")
     elif framing == TUNNEL:
         parts += (b"Connection: upgrade\r\nUpgrade: ", conn.upgrade or b"", b"\r\n")
+    elif framing == CODED_CHUNKED:
+        parts += (b"Transfer-Encoding: ", conn.codings or b"", b", chunked\r\n")
+    elif framing == CODED_UNTIL_CLOSE:
+        parts += (b"Transfer-Encoding: ", conn.codings or b"", b"\r\n")
     parts.append(
         ATTEMPTS_LINES[attempt] if attempt < len(ATTEMPTS_LINES) else attempts_line(attempt)
     )

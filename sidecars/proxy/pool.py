@@ -27,7 +27,7 @@ _SETTLE = 1.0
 
 
 class ConnectFailure(Exception):
-    """No connection: ``kind`` is how the breaker counts it (connect, timeout, tls)."""
+    """No connection: ``kind`` is how the breaker counts it (connect, dns, timeout, tls)."""
 
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)

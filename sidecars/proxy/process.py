@@ -12,6 +12,7 @@ from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.headers import RequestIds
+from sidecars.proxy.listener import DescriptorBudget, Listener, bind
 from sidecars.proxy.resolver import DnsResolver
 from sidecars.proxy.route import Route
 from sidecars.proxy.tcp import TcpRelay
@@ -45,13 +46,21 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     for route in routes:
         await route.start()
     shared = await _share_breaker_state(settings, routes)
-    servers = [await _listen(loop, route) for route in routes]
+    budget = DescriptorBudget()
+    listeners = {route.name: _listen(loop, route, budget, settings.sidecar) for route in routes}
 
     def status() -> Mapping[str, Any]:
         return {
             "sidecar": settings.sidecar,
             "settings": to_json_dict(settings),
             "routes": {route.name: route.status() for route in routes},
+            "descriptors": {
+                **budget.status(),
+                "accepting": {
+                    name: all(listener.accepting for listener in route_listeners)
+                    for name, route_listeners in listeners.items()
+                },
+            },
         }
 
     admin_server = admin.AdminServer(
@@ -68,8 +77,9 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
 
     await lifecycle.stop_requested.wait()
     # Readiness already answers 503; stop accepting, then let in-flight requests finish.
-    for server in servers:
-        server.close()
+    for route_listeners in listeners.values():
+        for listener in route_listeners:
+            listener.close()
     for route in routes:
         route.drain()
     drained = await wait_drained(
@@ -86,16 +96,18 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
         access_log.flush()
 
 
-async def _listen(loop: asyncio.AbstractEventLoop, route: Route) -> asyncio.Server:
+def _listen(
+    loop: asyncio.AbstractEventLoop, route: Route, budget: DescriptorBudget, sidecar: str
+) -> list[Listener]:
     factory: Callable[[], asyncio.Protocol]
     if route.settings.protocol == "tcp":
         factory = lambda: TcpRelay(route)  # noqa: E731
     else:
         factory = lambda: ClientConnection(route)  # noqa: E731
     listen = route.settings.listen
-    server = await loop.create_server(
-        factory, listen.host, listen.port, reuse_address=True, backlog=1024
-    )
+    listeners = [
+        Listener(loop, sock, factory, budget, (sidecar, route.name)) for sock in bind(listen)
+    ]
     log.info(
         "listening",
         route=route.name,
@@ -103,7 +115,7 @@ async def _listen(loop: asyncio.AbstractEventLoop, route: Route) -> asyncio.Serv
         upstream=str(route.settings.upstream),
         protocol=route.settings.protocol,
     )
-    return server
+    return listeners
 
 
 def _breaker_action(routes: list[Route], action: str) -> admin.Action:

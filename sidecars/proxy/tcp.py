@@ -6,16 +6,21 @@ A refused or timed-out dial, or a reset while relaying, is the upstream's failur
 that ends with either side closing normally is a success. While the circuit is open new
 client connections are closed at once without dialling (or relayed to the fallback).
 Half-close is passed through (``write_eof``), so request/response protocols that signal the
-end of a request by shutting down their write side keep working.
+end of a request by shutting down their write side keep working; an upstream reset is passed
+on as a reset, so a client never takes a cut stream for a complete one. A relay with no bytes
+either way for ``P_IDLE_TIMEOUT`` is closed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from typing import TYPE_CHECKING, cast
 
 from sidecars.observability import get_logger
 from sidecars.proxy.pool import ConnectFailure
+from sidecars.proxy.timer import DeadlineTimer
 
 if TYPE_CHECKING:
     from sidecars.policies.breaker import Permit
@@ -23,6 +28,9 @@ if TYPE_CHECKING:
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy.tcp")
+
+# SO_LINGER on, 0 s: closing the socket sends a reset instead of a FIN.
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)
 
 
 class TcpRelay(asyncio.Protocol):
@@ -35,7 +43,10 @@ class TcpRelay(asyncio.Protocol):
         "_early",
         "_endpoint",
         "_permit",
+        "_reads",
+        "_reads_checked",
         "_started",
+        "_timer",
         "_upstream_eof",
         "bytes_down",
         "bytes_up",
@@ -57,6 +68,9 @@ class TcpRelay(asyncio.Protocol):
         self._client_eof = False
         self._upstream_eof = False
         self._early = bytearray()  # bytes the client sent before the dial finished
+        self._timer = DeadlineTimer(route.loop, self._on_timer)
+        self._reads = 0  # reads either way: a count, not a time (a clock per read costs more)
+        self._reads_checked = 0
         self.closed = False
         self.bytes_up = 0
         self.bytes_down = 0
@@ -69,6 +83,7 @@ class TcpRelay(asyncio.Protocol):
         route.in_flight += 1
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
+        self._timer.set(route.loop.time() + route.idle_timeout)
         cluster: Cluster = route.cluster
         breaker = route.breaker
         if breaker is not None:
@@ -133,6 +148,7 @@ class TcpRelay(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.bytes_up += len(data)
+        self._reads += 1
         upstream = self.upstream
         if upstream is not None:
             upstream.write(data)
@@ -155,6 +171,7 @@ class TcpRelay(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._timer.cancel()
         route = self.route
         route.connections.discard(self)
         route.in_flight -= 1
@@ -184,6 +201,7 @@ class TcpRelay(asyncio.Protocol):
     def on_upstream_data(self, data: bytes) -> None:
         if self.transport is not None and not self.closed:
             self.bytes_down += len(data)
+            self._reads += 1
             self.transport.write(data)
 
     def on_upstream_eof(self) -> bool:
@@ -209,6 +227,9 @@ class TcpRelay(asyncio.Protocol):
             )
             self._release_endpoint()
             if self.transport is not None:
+                client_socket = self.transport.get_extra_info("socket")
+                if client_socket is not None:
+                    client_socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
                 self.transport.abort()
             return
         self._record_success()
@@ -222,6 +243,18 @@ class TcpRelay(asyncio.Protocol):
     def resume_client(self) -> None:
         if self.transport is not None and not self.closed:
             self.transport.resume_reading()
+
+    def _on_timer(self) -> None:
+        if self.closed:
+            return
+        route = self.route
+        if self._reads == self._reads_checked:
+            log.info("tcp_idle_closed", upstream=route.name, idle_timeout=route.idle_timeout)
+            route.metrics.tunnels_idle_closed.inc()
+            self.abort()
+            return
+        self._reads_checked = self._reads
+        self._timer.set(route.loop.time() + route.idle_timeout)
 
     # -- draining and verdicts ----------------------------------------------------------------
 

@@ -39,12 +39,17 @@ class _OutOfStep(Exception):
     """A response began where none was asked for (bytes after a complete response)."""
 
 
+class _BadStatus(Exception):
+    """A status outside 100-599: not an HTTP response (llhttp takes any three digits)."""
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_interim",
         "_parser",
         "chunked",
         "closed",
+        "codings",
         "content_length",
         "exchange",
         "head_bytes",
@@ -108,6 +113,8 @@ class UpstreamConnection(asyncio.Protocol):
         # Set by rarer headers; reset (by attach) only after a response that had one.
         self.special = False
         self.chunked = False
+        # Transfer codings other than a final chunked (b"gzip"), relayed to the client.
+        self.codings: bytes | None = None
         self.listed: list[bytes] | None = None
         self.retry_after: bytes | None = None
         self.upgrade: bytes | None = None
@@ -129,6 +136,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.special:
             self.special = False
             self.chunked = False
+            self.codings = None
             self.listed = None
             self.retry_after = None
             self.upgrade = None
@@ -190,6 +198,13 @@ class UpstreamConnection(asyncio.Protocol):
             return
         self.received = True
         self.reads += 1
+        if (
+            not self.head_done
+            and self.head_bytes + len(data) > self.pool.max_head_size
+            and self._head_too_large(data)
+        ):
+            self._bad_response(exchange)
+            return
         try:
             self._parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
@@ -199,7 +214,7 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserCallbackError as error:
             if isinstance(error.__context__, _HeadResponseEnd):
                 self._parser = HttpResponseParser(self)
-            elif isinstance(error.__context__, _OutOfStep):
+            elif isinstance(error.__context__, (_OutOfStep, _BadStatus)):
                 self._bad_response(exchange)
                 return
             else:
@@ -209,13 +224,16 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.exchange is exchange:
             if not self.head_done:
-                # llhttp keeps a header it has not seen the end of: an upstream sending an
-                # endless head would grow it without bound.
                 self.head_bytes += len(data)
-                if self.head_bytes > self.pool.max_head_size:
-                    self._bad_response(exchange)
-                    return
             exchange.client.flush()
+
+    def _head_too_large(self, data: bytes) -> bool:
+        """Whether the head being read passes the bound in ``data``, the read that may also
+        complete it (and hold the start of the body). Checked before llhttp sees the bytes:
+        it keeps a header it has not seen the end of, so an endless head would grow without
+        bound."""
+        end = data.find(b"\r\n\r\n")
+        return end < 0 or self.head_bytes + end + 4 > self.pool.max_head_size
 
     def _bad_response(self, exchange: Exchange) -> None:
         if self.exchange is exchange:
@@ -290,7 +308,7 @@ class UpstreamConnection(asyncio.Protocol):
                     self.listed = (self.listed or []) + listed
         elif role == h.TRANSFER_ENCODING:
             self.special = True
-            self.chunked = True
+            self._take_transfer_encoding(value)
         elif role == h.RETRY_AFTER:
             self.special = True
             self.retry_after = value
@@ -299,8 +317,22 @@ class UpstreamConnection(asyncio.Protocol):
             self.special = True
             self.upgrade = value
 
+    def _take_transfer_encoding(self, value: bytes) -> None:
+        """Chunked framing only when chunked is the last coding; a response whose codings
+        end otherwise is delimited by the connection's end (RFC 9112 6.3), as llhttp reads
+        it. The other codings describe the body and are relayed."""
+        previous = self.codings  # a second Transfer-Encoding line continues the list
+        if self.chunked:
+            previous = previous + b", chunked" if previous else b"chunked"
+        listed = previous + b", " + value if previous else value
+        before, _, last = listed.rpartition(b",")
+        self.chunked = last.strip().lower() == b"chunked"
+        self.codings = (before.strip() or None) if self.chunked else listed.strip()
+
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if status < 100 or status > 599:
+            raise _BadStatus
         if status < 200 and status != 101:
             # Interim answers (100 Continue, 103 Early Hints) are not relayed: the sidecar
             # answers Expect itself, and the final answer follows.

@@ -145,8 +145,9 @@ def listeners(command: str, settings: Mapping[str, Any]) -> dict[str, int]:
     """The TCP ports a sidecar binds with these settings, by role."""
     ports = {f"{command} admin": port_of(settings["common"]["admin_listen"])}
     if command == "log-adapter":
-        if "forward" in settings["inputs"] and ":" in settings["forward_listen"]:
-            ports[f"{command} forward"] = port_of(settings["forward_listen"])
+        forward = settings["forward_listen"]
+        if "forward" in settings["inputs"] and not forward.startswith("unix://"):
+            ports[f"{command} forward"] = port_of(forward)
         if "syslog" in settings["inputs"]:
             ports[f"{command} syslog"] = port_of(settings["syslog_listen"])
     else:

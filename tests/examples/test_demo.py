@@ -121,6 +121,14 @@ def test_ctrl_c_stops_the_looping_demo_with_a_summary(ports: DemoPorts, demo_dir
                 break
             assert time.monotonic() < deadline, "the demo never sent an order"
             time.sleep(0.05)  # polling interval
+        # Each sidecar names its upstream: the two dependencies tell apart in the metrics.
+        for admin, upstream in (
+            (ports.breaker_admin, "payments"),
+            (ports.ambassador_admin, "inventory"),
+        ):
+            metrics = http_get(f"http://127.0.0.1:{admin}/metrics")[1].decode()
+            assert f'upstream="{upstream}"' in metrics
+            assert 'upstream="127.0.0.1"' not in metrics
         demo.send_signal(signal.SIGINT)
         out, err = demo.communicate(timeout=60)
     finally:

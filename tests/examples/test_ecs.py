@@ -70,17 +70,10 @@ def env_of(container: dict[str, Any]) -> dict[str, str]:
     return {item["name"]: item["value"] for item in container.get("environment", [])}
 
 
-def unix_socket_free(env: dict[str, str]) -> dict[str, str]:
-    """The environment minus a ``unix://`` Forward listener (it binds no TCP port)."""
-    if env.get("LOGADAPTER_FORWARD_LISTEN", "").startswith("unix://"):
-        return {k: v for k, v in env.items() if k != "LOGADAPTER_FORWARD_LISTEN"}
-    return env
-
-
 @pytest.fixture(scope="module")
 def settings(containers: dict[str, dict[str, Any]], sidecars: dict[str, str]) -> dict[str, Any]:
     return {
-        name: effective_settings(command, unix_socket_free(env_of(containers[name])))
+        name: effective_settings(command, env_of(containers[name]))
         for name, command in sidecars.items()
     }
 
@@ -217,6 +210,21 @@ def test_ports_in_the_task_are_distinct_and_mapped(
     assert len(set(ports.values())) == len(ports), ports
     mapped = {m["containerPort"] for c in containers.values() for m in c.get("portMappings", [])}
     assert {p for role, p in ports.items() if role == "app" or "admin" in role} <= mapped
+
+
+def test_every_admin_port_is_labelled_for_prometheus_discovery(
+    containers: dict[str, dict[str, Any]], sidecars: dict[str, str], settings: dict[str, Any]
+) -> None:
+    """The docker labels the CloudWatch agent's ECS service discovery reads (sd_port_label,
+    sd_metrics_path_label, sd_job_name_label) name each sidecar's real admin port."""
+    jobs = set()
+    for name in sidecars:
+        labels = containers[name].get("dockerLabels", {})
+        admin_port = port_of(settings[name]["common"]["admin_listen"])
+        assert labels.get("ECS_PROMETHEUS_EXPORTER_PORT") == str(admin_port), name
+        assert labels.get("ECS_PROMETHEUS_METRICS_PATH") == "/metrics", name
+        jobs.add(labels.get("ECS_PROMETHEUS_JOB_NAME"))
+    assert None not in jobs and len(jobs) == len(sidecars)
 
 
 def test_app_calls_its_dependencies_through_the_sidecars(

@@ -177,3 +177,25 @@ def test_writes_go_to_volumes_and_the_adapter_tails_the_app(
     for pattern in adapter["tail_paths"]:
         assert adapter_mounts[posixpath.dirname(pattern)][0] == volume, pattern
     assert adapter_mounts[adapter["state_dir"]][1] is False, "the state dir must be writable"
+
+
+def test_the_pod_monitor_scrapes_every_sidecar_admin_port(
+    sidecars: dict[str, tuple[dict[str, Any], str]], settings: dict[str, Any]
+) -> None:
+    documents = yaml.safe_load_all((KUBERNETES_DIR / "prometheus" / "podmonitor.yaml").read_text())
+    (monitor,) = documents
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "PodMonitor")
+    deployment = next(
+        d
+        for d in yaml.safe_load_all((KUBERNETES_DIR / "deployment.yaml").read_text())
+        if d["kind"] == "Deployment"
+    )
+    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+    endpoints = {e["port"]: e["path"] for e in monitor["spec"]["podMetricsEndpoints"]}
+    admin_ports = {}
+    for name, (container, _) in sidecars.items():
+        admin_port = port_of(settings[name]["common"]["admin_listen"])
+        (named,) = [p["name"] for p in container["ports"] if p["containerPort"] == admin_port]
+        admin_ports[named] = "/metrics"
+    assert endpoints == admin_ports

@@ -34,6 +34,7 @@ log = get_logger("sidecars.proxy")
 # Failure kinds as the retry policy names them (P_RETRY_ON).
 RETRY_KIND = {
     "connect": "connect-failure",
+    "dns": "connect-failure",
     "tls": "connect-failure",
     "timeout": "timeout",
     "reset": "reset",

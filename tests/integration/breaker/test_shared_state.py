@@ -15,7 +15,7 @@ import redis
 from structlog.testing import capture_logs
 from support import free_port
 
-from sidecars.observability import REGISTRY
+from sidecars.observability import PROXY_METRICS
 from sidecars.policies.breaker import CircuitBreaker
 from sidecars.proxy.shared_state import SharedCircuitState
 from sidecars.settings import BreakerSettings
@@ -69,7 +69,7 @@ async def replicas(redis_server: Any) -> AsyncIterator[Callable[..., Replica]]:
 
 
 def errors_counted(upstream: str) -> float:
-    value = REGISTRY.get_sample_value(
+    value = PROXY_METRICS.get_sample_value(
         "sidecar_circuit_shared_state_errors_total", {"sidecar": "breaker", "upstream": upstream}
     )
     return value or 0.0

@@ -112,3 +112,19 @@ async def test_the_failure_ratio_trips_over_the_window(
         assert statuses == [200, 500] * 5
         assert_circuit_open(await send(session, proxy), open_seconds=30)
     assert proxy.transitions() == [("closed", "open", "failure_ratio")]
+
+
+async def test_a_name_that_does_not_resolve_is_a_502_saying_so(proxies: Proxies) -> None:
+    """``.invalid`` never resolves (RFC 6761); the deadlines leave the system resolver time to
+    say so even when no DNS server answers."""
+    proxy = await proxies(
+        "breaker",
+        breaker_env("http://payments.invalid:8080", connect_timeout="20s", timeout="25s"),
+    )
+    async with aiohttp.ClientSession() as session:
+        status, headers, body = await send(session, proxy)
+    assert (status, headers["X-Sidecar-Error"]) == (502, "upstream_unavailable")
+    assert json.loads(body)["detail"] == "the upstream's name did not resolve"
+    assert await proxy.metric("sidecar_upstream_errors_total", kind="dns") == 1
+    (failed,) = proxy.events("upstream_attempt_failed")
+    assert failed["kind"] == "dns"

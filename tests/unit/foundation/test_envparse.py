@@ -90,3 +90,29 @@ def test_reader_collects_every_problem() -> None:
         "X_C is required: e.g. c",
         "X_TYPO is not a known setting (check the spelling)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"), [(0.025, "25ms"), (0.5, "500ms"), (2.0, "2s"), (1.5, "1.5s"), (60, "60s")]
+)
+def test_duration_text_reads_back_as_the_same_duration(seconds: float, text: str) -> None:
+    assert p.duration_text(seconds) == text
+    assert p.duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize(
+    ("size", "text"), [(65536, "64KiB"), (1024**2, "1MiB"), (1000, "1000"), (0, "0")]
+)
+def test_size_text_reads_back_as_the_same_size(size: int, text: str) -> None:
+    assert p.size_text(size) == text
+    assert p.size(text) == size
+
+
+def test_an_unknown_variable_far_from_every_known_one_gets_no_suggestion() -> None:
+    reader = p.EnvReader({"X_TIMOUT": "1", "X_COLOUR": "red"}, "X_")
+    reader.get("TIMEOUT", p.duration, 1.0)
+    reader.reject_unknown()
+    assert reader.problems == [
+        "X_COLOUR is not a known setting (check the spelling)",
+        "X_TIMOUT is not a known setting: did you mean X_TIMEOUT?",
+    ]

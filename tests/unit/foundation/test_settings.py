@@ -79,7 +79,8 @@ def test_missing_upstream_and_misspelt_variable() -> None:
     problems = load_problems("breaker", {"BREAKER_FAILURE_TRESHOLD": "3"})
     assert problems == [
         "BREAKER_UPSTREAM is required: the upstream URL, e.g. http://payments:8080",
-        "BREAKER_FAILURE_TRESHOLD is not a known setting (check the spelling)",
+        "BREAKER_FAILURE_TRESHOLD is not a known setting: did you mean "
+        "BREAKER_FAILURE_THRESHOLD?",
     ]
 
 
@@ -87,7 +88,10 @@ def test_missing_upstream_and_misspelt_variable() -> None:
 def test_a_misspelt_common_variable_is_an_error_for_every_sidecar(command: str) -> None:
     env = {"BREAKER_UPSTREAM": "http://a:1", "AMBASSADOR_UPSTREAM": "http://a:1"}
     problems = load_problems(command, {**env, "SIDECAR_DRAIN_TIMOUT": "5s"})
-    assert "SIDECAR_DRAIN_TIMOUT is not a known setting (check the spelling)" in problems
+    assert (
+        "SIDECAR_DRAIN_TIMOUT is not a known setting: did you mean SIDECAR_DRAIN_TIMEOUT?"
+        in problems
+    )
 
 
 def test_protocol_and_upstream_must_agree() -> None:

@@ -145,3 +145,80 @@ def test_describe_stack_traces(trace: str, kind: Any, error_type: str, message: 
 def test_describe_without_an_error_name_uses_the_context() -> None:
     error = stacktrace.describe("    at f (a.js:1:2)", "stack", "Request failed")
     assert error == {"message": "Request failed", "stack_trace": "    at f (a.js:1:2)"}
+
+
+def sidecar_event(event: str, **fields: Any) -> dict[str, Any]:
+    """A sidecar's JSON event, keys in the order every sidecar writes them."""
+    return {
+        "timestamp": "2026-11-26T10:00:00.000001Z",
+        "level": "info",
+        "sidecar": "breaker",
+        "logger": "sidecars.proxy.access" if event == "access" else "sidecars.proxy",
+        "event": event,
+        **fields,
+    }
+
+
+ACCESS = {
+    "upstream": "payments",
+    "method": "POST",
+    "path": "/charge?x=1",
+    "status": 503,
+    "attempts": 0,
+    "duration": 0.000412,
+    "bytes": 96,
+    "request_id": "ad95-1",
+    "remote_addr": "127.0.0.1",
+    "user_agent": "curl/8",
+}
+
+
+def test_a_proxy_access_line_fills_http_service_and_level() -> None:
+    fields = normalise.from_mapping(sidecar_event("access", **ACCESS))
+    assert fields == {
+        "message": "POST /charge?x=1",
+        "level": "error",  # by the status, as for a web server's access line
+        "timestamp": "2026-11-26T10:00:00.000001Z",
+        "logger": "sidecars.proxy.access",
+        "service": "breaker",
+        "http": {
+            "method": "POST",
+            "path": "/charge?x=1",
+            "status": 503,
+            "bytes": 96,
+            "remote_addr": "127.0.0.1",
+            "user_agent": "curl/8",
+            "duration": 0.000412,
+        },
+        "attributes": {"upstream": "payments", "attempts": 0, "request_id": "ad95-1"},
+    }
+    # The access line of a client without a user agent; ids when the line carries them.
+    line = sidecar_event("access", **{**ACCESS, "status": 200, "user_agent": None})
+    line["traceparent"] = "00-" + "a" * 32 + "-" + "b" * 16 + "-01"
+    fields = normalise.from_mapping(line)
+    assert "user_agent" not in fields["http"]
+    assert (fields["level"], fields["trace_id"], fields["span_id"]) == ("info", "a" * 32, "b" * 16)
+
+
+def test_any_sidecar_event_names_its_service_and_the_shape_decides() -> None:
+    fields = normalise.from_mapping(sidecar_event("circuit_transition", to="open"))
+    assert (fields["message"], fields["service"], fields["logger"]) == (
+        "circuit_transition",
+        "breaker",
+        "sidecars.proxy",
+    )
+    assert fields["attributes"] == {"to": "open"}
+    # The same keys in another order are an application's line: nothing is taken as a sidecar's.
+    data = {"event": "access", "sidecar": "x", **ACCESS}
+    fields = normalise.from_mapping(data)
+    assert "http" not in fields and "service" not in fields
+    assert fields["attributes"]["sidecar"] == "x"
+    # An "access" event without a request's fields stays as it is.
+    fields = normalise.from_mapping(sidecar_event("access", path="/x"))
+    assert "http" not in fields and fields["attributes"] == {"path": "/x"}
+
+
+def test_a_sidecar_event_is_never_taken_by_the_schema_record_fast_path() -> None:
+    data = sidecar_event("access", **ACCESS)
+    assert normalise.schema_record(data, None, None) is None
+    assert data == sidecar_event("access", **ACCESS)  # left as it was, for from_mapping

@@ -13,7 +13,7 @@ import pytest
 from sidecars.logs.model import LogLine
 from sidecars.logs.pending import split_line
 from sidecars.logs.processor import LogProcessor
-from sidecars.observability import REGISTRY
+from sidecars.observability import LOG_ADAPTER_METRICS
 from sidecars.settings import load_log_adapter
 
 NOW = 1795694400.0  # the clock fixture's start: 2026-11-26T12:00:00Z
@@ -25,7 +25,7 @@ def line(text: str = "", stream_key: str = "app", **fields: Any) -> LogLine:
 
 
 def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
+    return LOG_ADAPTER_METRICS.get_sample_value(name, labels) or 0.0
 
 
 def test_a_line_stays_pending_until_the_next_line_of_its_stream(make_processor: Make) -> None:

@@ -6,12 +6,12 @@ from prometheus_client import generate_latest
 from support import metric_value
 
 from sidecars.logs.sources.lines import LineSplitter
-from sidecars.observability import REGISTRY
+from sidecars.observability import LOG_ADAPTER_METRICS
 
 
 def invalid_utf8_count() -> float:
     return metric_value(
-        generate_latest(REGISTRY).decode(),
+        generate_latest(LOG_ADAPTER_METRICS).decode(),
         "logadapter_input_errors_total",
         input="stdin",
         kind="invalid_utf8",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sidecars.observability import REGISTRY
+from sidecars.observability import PROXY_METRICS
 from sidecars.proxy.pool import ConnectFailure
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -17,7 +17,7 @@ NO_BACKOFF = {"backoff_base": "0", "backoff_max": "0"}
 
 def upstream_errors(kind: str, command: str = "breaker") -> float:
     labels = {"sidecar": command, "upstream": "backend.internal", "kind": kind}
-    return REGISTRY.get_sample_value("sidecar_upstream_errors_total", labels) or 0.0
+    return PROXY_METRICS.get_sample_value("sidecar_upstream_errors_total", labels) or 0.0
 
 
 def status_of(received: bytes) -> int:

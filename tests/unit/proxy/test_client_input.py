@@ -7,13 +7,13 @@ from typing import Any
 
 import pytest
 
-from sidecars.observability import REGISTRY
+from sidecars.observability import PROXY_METRICS
 
 HEAD = b"GET / HTTP/1.1\r\nHost: a\r\n"
 
 
 def bad_requests(reason: str) -> float:
-    value = REGISTRY.get_sample_value(
+    value = PROXY_METRICS.get_sample_value(
         "sidecar_bad_requests_total",
         {"sidecar": "breaker", "upstream": "backend.internal", "reason": reason},
     )

@@ -345,11 +345,11 @@ async def test_keep_alive_idleness_has_its_own_timeout(wire: Any) -> None:
     await w.settle()
     assert w.client_transport.closed
     fresh = w.connect()
-    fresh._connected_at -= 0.5  # a connection that never sent a byte, for half a second
+    fresh._head_started -= 0.5  # a connection that never sent a byte, for half a second
     fresh._on_timer()
     await w.settle()
     assert not fresh.transport.closed  # type: ignore[union-attr]
-    fresh._connected_at -= 1
+    fresh._head_started -= 1
     fresh._on_timer()
     await w.settle()
     assert fresh.transport.closed  # type: ignore[union-attr]
