@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "HostPort",
     "LogAdapterSettings",
+    "OutlierSettings",
     "ProxySettings",
     "RetryOn",
     "RetrySettings",
@@ -119,7 +120,9 @@ def upstream_url(raw: str) -> Upstream:
     prefix = parts.path.rstrip("/")
     upstream = Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
     if upstream.srv and port is not None:
-        raise ValueError("an SRV name (_service._proto.name) takes its ports from DNS: no port")
+        raise ValueError(
+            "an SRV name (_service._proto.name) without a port: its ports come from DNS"
+        )
     return upstream
 
 
