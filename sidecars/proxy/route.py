@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -30,7 +31,7 @@ from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.retry import RetryFilter
-from sidecars.proxy.headers import RequestIds
+from sidecars.proxy.headers import RequestIds, TraceContext
 from sidecars.proxy.health import HealthChecker
 from sidecars.proxy.metrics import RouteMetrics
 from sidecars.proxy.pool import (
@@ -60,8 +61,8 @@ class ClientSide(Protocol):
 class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
     cluster, ``timer_clock`` for connection deadlines, ``resolver`` for discovery,
-    ``connector`` to open upstream connections, and ``randrange`` for the balancer and the
-    backoff jitter."""
+    ``connector`` to open upstream connections, ``randrange`` for the balancer and the
+    backoff jitter, and ``randbits`` for trace and span ids."""
 
     def __init__(
         self,
@@ -77,6 +78,7 @@ class Route:
         timer_clock: Clock | None = None,
         connector: Connector | None = None,
         randrange: Random = random.randrange,
+        randbits: Callable[[int], int] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -90,6 +92,7 @@ class Route:
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
         self.request_ids = request_ids
+        self.trace_context = TraceContext(randbits) if proxy.trace_context else None
         self.errors = ErrorResponses(settings.name)
         self.timeout = settings.timeout
         self.per_try_timeout = settings.per_try_timeout
