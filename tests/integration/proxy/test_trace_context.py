@@ -34,8 +34,9 @@ async def through(ambassador: Any, request_id: str, **headers: str) -> dict[str,
     """The headers the upstream saw for one GET through the chain."""
     async with (
         aiohttp.ClientSession() as session,
-        session.get(ambassador.url + "/traced", headers={"X-Request-Id": request_id, **headers})
-        as response,
+        session.get(
+            ambassador.url + "/traced", headers={"X-Request-Id": request_id, **headers}
+        ) as response,
     ):
         assert response.status == 200
         seen: dict[str, str] = (await response.json())["headers"]
