@@ -49,7 +49,8 @@ test-compiled:
 	cd "$$($(PY) -m tools.compiled)" && SIDECARS_EXPECT_COMPILED=1 $(PY) -m pytest $(COMPILED_TESTS)
 
 # Every image built from images/Dockerfile by buildah and run by podman (tests/images).
-images-test: deps
+images-test: $(PY)
+	./.ci/install-deps images
 	SIDECARS_IMAGES_TEST=1 $(PY) -m pytest tests/images
 
 lint: deps

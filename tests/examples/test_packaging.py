@@ -31,7 +31,8 @@ def test_every_package_directory_is_listed_in_pyproject() -> None:
 def without(module: str, *args: str, env: dict[str, str], stdin: bytes = b"") -> Result:
     """The real `sidecars` command in a process where ``module`` cannot be imported (as
     when its optional extra was not installed)."""
-    hide = f"import sys; sys.modules[{module!r}] = None; from sidecars.cli import main; sys.exit(main())"
+    hide = f"import sys; sys.modules[{module!r}] = None; from sidecars.cli import main; "
+    hide += "sys.exit(main())"
     return subprocess.run(
         [sys.executable, "-c", hide, *args],
         input=stdin,
