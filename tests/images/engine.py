@@ -208,7 +208,7 @@ def started(target: str, options: RunOptions) -> Iterator[Container]:
         yield container
     finally:
         subprocess.run(
-            [*PODMAN, "rm", "--force", "--time", "0", name],
+            [*PODMAN, "rm", "--force", "--volumes", "--time", "0", name],
             env=ENGINE_ENV,
             capture_output=True,
             check=False,
