@@ -17,21 +17,23 @@ DEMO_SECONDS ?= 60
 VERSION      ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 IMAGES       := circuit-breaker ambassador log-adapter examples
 
-# The venv's python, and its scripts (ruff, mypy, hadolint, sidecars) first on PATH.
+# The venv's python, and its scripts (ruff, mypy, hadolint, sidecars) first on PATH; it is
+# ready once it has pip (a failed `python3 -m venv` leaves a python without one).
 PY           := $(abspath $(VENV))/bin/python
+VENV_PIP     := $(abspath $(VENV))/bin/pip
 export PATH  := $(abspath $(VENV))/bin:$(PATH)
 export PYTHON VENV
 
 .PHONY: install deps demo test test-compiled images-test lint images bench bench-quick \
 	$(addprefix image-,$(IMAGES))
 
-$(PY):
+$(VENV_PIP):
 	./.ci/make-venv
 
-install: $(PY)
+install: $(VENV_PIP)
 	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[demo]'
 
-deps: $(PY)
+deps: $(VENV_PIP)
 	./.ci/install-deps
 
 demo: install
@@ -49,7 +51,7 @@ test-compiled:
 	cd "$$($(PY) -m tools.compiled)" && SIDECARS_EXPECT_COMPILED=1 $(PY) -m pytest $(COMPILED_TESTS)
 
 # Every image built from images/Dockerfile by buildah and run by podman (tests/images).
-images-test: $(PY)
+images-test: $(VENV_PIP)
 	./.ci/install-deps images
 	SIDECARS_IMAGES_TEST=1 $(PY) -m pytest tests/images
 
