@@ -31,6 +31,7 @@ import orjson
 from msgpack import BufferFull
 
 from sidecars.envparse import HostPort
+from sidecars.logs import depth
 from sidecars.logs.forward_protocol import (
     UDP_HEARTBEAT,
     ForwardMessage,
@@ -99,6 +100,7 @@ def repair_record(record: dict[str, Any]) -> dict[str, Any]:
         return record
     except (orjson.JSONEncodeError, TypeError):
         pass
+    record = depth.bounded(record)  # too deep for orjson: cut before walking it here
     if not _needs_repair(record):
         return record
     LOG_INPUT_ERRORS.labels("forward", "invalid_utf8").inc()
@@ -115,8 +117,9 @@ def event_to_line(
 ) -> LogLine:
     """A Docker/FireLens record (a ``log`` string) is a text line of its container's stream,
     handed over whole in ``fields`` (the processor stitches ``partial_*`` parts and keeps other
-    keys as attributes); any other record is a structured event."""
-    record = repair_record(record)
+    keys as attributes); any other record is a structured event. Nesting past
+    ``depth.MAX_DEPTH`` is cut."""
+    record = depth.bounded(repair_record(record))
     text = record.get("log")
     if isinstance(text, str):
         container_id = _optional_str(record.get("container_id"))
@@ -175,7 +178,9 @@ def events_to_parts(
             elif _RECORD_KEYS.issuperset(record):
                 extra = None
             else:  # FireLens adds ecs_cluster and others
-                extra = {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+                extra = depth.bounded(
+                    {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+                )
             if text.__class__ is not str:
                 if singles is None:
                     singles = []
@@ -276,6 +281,10 @@ class ForwardConnection:
             log.debug("forward_connection_lost", peer=self.peer)
         except OSError as error:  # the disk buffer failed: no ack, the client sends again
             log.error("forward_request_not_stored", peer=self.peer, error=str(error))
+        except Exception as error:  # a bug costs this connection, not the input
+            LOG_INPUT_ERRORS.labels("forward", "internal_error").inc()
+            log.error("forward_connection_failed", peer=self.peer, error=repr(error)[:200],
+                      exc_info=error)
         finally:
             self._writer.close()
 

@@ -199,6 +199,11 @@ class SyslogSource:
             log.debug("syslog_connection_lost", peer=str(peer))
         except OSError as error:
             log.error("syslog_messages_not_stored", peer=str(peer), error=str(error))
+        except Exception as error:  # a bug costs this connection, not the input
+            LOG_INPUT_ERRORS.labels(self.name, "internal_error").inc()
+            log.error(
+                "syslog_connection_failed", peer=str(peer), error=repr(error)[:200], exc_info=error
+            )
         finally:
             self._connections.pop(task, None)
             writer.close()
