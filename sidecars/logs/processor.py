@@ -22,7 +22,8 @@ JSON line. Otherwise ``text`` is the line (``fields`` may carry only partial mar
 
 Limits: a line longer than ``max_line_bytes`` (after stitching) is cut into pieces of at
 most that size, each its own record marked ``attributes.truncated = true`` and
-``attributes.part = "i/n"``; a group reaching ``multiline_max_bytes`` is emitted marked
+``attributes.part = "i/n"`` (partial lines are stitched up to ``line_hard_cap``, the parts
+past it make another line); a group reaching ``multiline_max_bytes`` is emitted marked
 ``truncated`` and its next lines start a new group (marked ``continued``). Both are counted
 in ``logadapter_records_truncated_total`` and logged (at most once a minute per reason).
 
@@ -86,6 +87,7 @@ class LogProcessor:
         self._timeout = settings.multiline_timeout
         self._group_limit = settings.multiline_max_bytes
         self._line_limit = settings.max_line_bytes
+        self._line_cap = settings.line_hard_cap
         # A str of at most limit/4 characters is at most limit UTF-8 bytes: no encoding needed.
         self._line_quick = settings.max_line_bytes // 4
         # The inlined common case applies to lines under that size, with multiline on.
@@ -491,7 +493,7 @@ class LogProcessor:
             return None
         stream.partial.append(text)
         stream.partial_size += len(text)
-        if more and stream.partial_size <= self._line_limit:
+        if more and stream.partial_size <= self._line_cap:
             return None
         return stream.take_partial()
 

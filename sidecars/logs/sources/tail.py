@@ -68,12 +68,12 @@ def _inode_key(path: str) -> str | None:
 class FollowedFile:
     """One open inode and how far it was read and handed on."""
 
-    def __init__(self, key: str, path: str, fd: int, start: int, max_line_bytes: int) -> None:
+    def __init__(self, key: str, path: str, fd: int, start: int, line_cap: int) -> None:
         self.key = key
         self.path = path
         self.fd = fd
-        self.max_line_bytes = max_line_bytes
-        self.splitter = LineSplitter(max_line_bytes, "tail", start)
+        self.line_cap = line_cap
+        self.splitter = LineSplitter(line_cap, "tail", start)
         self.handed_on = start
         """End of the last line given to the processor: the highest offset that may be saved."""
         self.generation = 0
@@ -88,7 +88,7 @@ class FollowedFile:
 
     def restart(self) -> None:
         self.generation += 1
-        self.splitter = LineSplitter(self.max_line_bytes, "tail", 0)
+        self.splitter = LineSplitter(self.line_cap, "tail", 0)
         self.handed_on = 0
         self.fingerprint, self.fingerprint_bytes = fingerprint(self.fd)
 
@@ -104,7 +104,7 @@ class TailSource:
         self,
         patterns: tuple[str, ...],
         pipeline: Pipeline,
-        max_line_bytes: int,
+        line_cap: int,
         state_dir: str | None,
         *,
         poll_seconds: float = 0.25,
@@ -112,7 +112,7 @@ class TailSource:
     ) -> None:
         self._patterns = patterns
         self._pipeline = pipeline
-        self._max_line_bytes = max_line_bytes
+        self._line_cap = line_cap
         self._state_path = Path(state_dir) / STATE_FILE if state_dir else None
         self._poll_seconds = poll_seconds
         self._save_seconds = save_seconds
@@ -177,7 +177,7 @@ class TailSource:
             os.close(fd)
             return
         start = self._resume_offset(key, fd, info.st_size, path)
-        self._files[key] = FollowedFile(key, path, fd, start, self._max_line_bytes)
+        self._files[key] = FollowedFile(key, path, fd, start, self._line_cap)
         log.info("tail_following", path=path, inode=key, offset=start)
 
     def _resume_offset(self, key: str, fd: int, size: int, path: str) -> int:

@@ -61,16 +61,52 @@ def test_invalid_utf8_is_replaced_and_counted() -> None:
     assert invalid_utf8_count() == before + 1
 
 
-def test_a_line_past_the_limit_is_cut_and_the_rest_skipped() -> None:
+def line_cuts() -> float:
+    return metric_value(
+        generate_latest(REGISTRY).decode(),
+        "logadapter_records_truncated_total",
+        reason="line_hard_cap",
+    )
+
+
+def test_a_long_line_waits_whole_for_its_newline_up_to_the_cap() -> None:
+    splitter = LineSplitter(100, "stdin")
+    assert splitter.split_text(b"x" * 60) == []
+    assert splitter.split_text(b"x" * 40 + b"\nnext\n") == ["x" * 100, "next"]
+
+
+def test_a_line_past_the_cap_keeps_the_cap_and_says_how_many_bytes_were_dropped() -> None:
+    before = line_cuts()
     splitter = LineSplitter(8, "tail")
-    assert splitter.split_with_offsets(b"ok\n" + b"x" * 20) == [(0, "ok"), (3, "x" * 9)]
+    assert splitter.split_with_offsets(b"ok\n" + b"x" * 20) == [(0, "ok")]
+    assert splitter.read_position == 23
     assert splitter.split_with_offsets(b"y" * 50) == []
-    assert splitter.split_with_offsets(b"yy\nnext\n") == [(76, "next")]
+    assert splitter.position == 3  # a re-read starts at the line
+    assert splitter.split_with_offsets(b"yy\nnext\n") == [
+        (3, "xxxxxxxx [truncated: 64 bytes dropped]"),
+        (76, "next"),
+    ]
     assert splitter.position == 81
+    assert line_cuts() == before + 1
+
+
+def test_the_cut_never_splits_a_character() -> None:
+    splitter = LineSplitter(5, "stdin")
+    assert splitter.split_text("abcdé".encode() + b"fgh\n") == [
+        "abcd [truncated: 5 bytes dropped]"
+    ]
+
+
+def test_a_cut_line_at_the_end_of_the_stream_is_handed_on() -> None:
+    splitter = LineSplitter(4, "stdin")
+    assert splitter.split_text(b"a\n" + b"z" * 10) == ["a"]
+    assert splitter.finish() == (2, "zzzz [truncated: 6 bytes dropped]")
+    assert splitter.finish() is None
 
 
 def test_memory_stays_bounded_whatever_arrives() -> None:
     splitter = LineSplitter(1000, "stdin")
     for _ in range(100):
         splitter.split_text(b"z" * 4096)
-    assert splitter.read_position - splitter.position <= 1001
+    assert len(splitter._carry) <= 1000
+    assert splitter._kept is not None and len(splitter._kept) == 1000

@@ -36,19 +36,29 @@ def test_newline_framing_detected_from_a_pri() -> None:
     assert framer.feed(b"o\n\n") == [b"<13>two"]
 
 
-def test_oversized_octet_counted_message_is_cut_and_the_rest_skipped() -> None:
+def test_an_octet_counted_message_past_the_cap_keeps_the_cap_and_says_what_was_dropped() -> None:
     framer = SyslogFramer(4)
-    assert framer.feed(b"10 0123456789") == [b"01234"]
+    assert framer.feed(b"10 0123456789") == [b"0123 [truncated: 6 bytes dropped]"]
     assert framer.feed(b"3 abc") == [b"abc"]
 
 
-def test_oversized_message_skipped_across_chunks() -> None:
+def test_an_oversized_message_is_skipped_across_chunks() -> None:
     framer = SyslogFramer(4)
-    assert framer.feed(b"10 0123") == []
-    assert framer.feed(b"4") == [b"01234"]
-    assert framer.feed(b"567") == []
+    assert framer.feed(b"10 012") == []
+    assert framer.feed(b"3") == [b"0123 [truncated: 6 bytes dropped]"]
+    assert framer.feed(b"4567") == []
     assert framer.feed(b"89") == []
     assert framer.feed(b"1 x") == [b"x"]
+
+
+def test_newline_framing_keeps_a_message_up_to_the_cap() -> None:
+    framer = SyslogFramer(8)
+    assert framer.feed(b"<13>long") == []
+    assert framer.feed(b"\n<13>" + b"y" * 20 + b"\n<13>z\n") == [
+        b"<13>long",
+        b"<13>yyyy [truncated: 16 bytes dropped]",
+        b"<13>z",
+    ]
 
 
 @pytest.mark.parametrize("garbage", [b"12x <1>a", b"99999999999 a", b"012 abc"])
