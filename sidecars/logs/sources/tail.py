@@ -7,7 +7,9 @@
 - A file is followed by its inode, not its name. Rename rotation (``app.log`` ->
   ``app.log.1``, new ``app.log``): the old inode is read to its end, and closed once its name
   has been gone for a couple of polls and nothing more arrives; the new file starts at 0.
-  Copytruncate (the size drops below what was read): reading restarts at 0.
+  Copytruncate (the size drops below what was read), or a file truncated and written again
+  between two polls (its first bytes no longer match their fingerprint, whatever its size):
+  reading restarts at 0. (A rewrite that begins with the very same bytes is not seen.)
 - Offsets are saved per inode, with a fingerprint of the first bytes (an inode number can be
   reused by a new file), atomically under ``state_dir``. An offset is saved only once the
   records of the lines before it survive a crash (fsynced in the disk buffer, or delivered by
@@ -91,6 +93,14 @@ class FollowedFile:
         self.splitter = LineSplitter(self.line_cap, "tail", 0)
         self.handed_on = 0
         self.fingerprint, self.fingerprint_bytes = fingerprint(self.fd)
+
+    def rewritten(self) -> bool:
+        """Whether the first bytes differ from those fingerprinted: the file was truncated and
+        written again since the last look, even past where it was read."""
+        if not self.fingerprint_bytes:
+            return False
+        head_hash, head_length = fingerprint(self.fd, self.fingerprint_bytes)
+        return head_length < self.fingerprint_bytes or head_hash != self.fingerprint
 
     def refresh_fingerprint(self, size: int) -> None:
         if self.fingerprint_bytes < FINGERPRINT_BYTES and size > self.fingerprint_bytes:
@@ -223,13 +233,15 @@ class TailSource:
                 size = followed.splitter.read_position
             if until is not None:
                 size = min(size, until.get(followed.key, 0))
-            if size < followed.splitter.read_position:
+            shrunk = size < followed.splitter.read_position
+            if shrunk or (size > followed.splitter.read_position and followed.rewritten()):
                 self.truncations += 1
                 log.info(
                     "tail_file_truncated",
                     path=followed.path,
                     size=size,
                     read=followed.splitter.read_position,
+                    seen_by="size" if shrunk else "fingerprint",
                 )
                 followed.restart()
             position = followed.splitter.read_position
