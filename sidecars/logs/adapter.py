@@ -100,7 +100,13 @@ def build_sources(settings: LogAdapterSettings, pipeline: Pipeline) -> list[Sour
             )
         elif name == "forward":
             sources.append(
-                ForwardSource(settings.forward_listen, settings.forward_shared_key, pipeline)
+                ForwardSource(
+                    settings.forward_listen,
+                    settings.forward_shared_key,
+                    pipeline,
+                    handshake_timeout=settings.forward_handshake_timeout,
+                    idle_timeout=settings.forward_idle_timeout,
+                )
             )
         elif name == "syslog":
             sources.append(SyslogSource(settings.syslog_listen, pipeline, settings.line_hard_cap))

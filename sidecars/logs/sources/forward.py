@@ -8,7 +8,11 @@ records are accepted by the buffer (fsynced for the disk buffer). While the buff
 connection is not read, so TCP slows the sender down. Corrupt msgpack or a request that is not
 a Forward message closes that connection only (counted, logged). UDP on the same port answers
 heartbeats; a TCP ``nil`` is a heartbeat too. With a shared key the server sends HELO and
-requires a valid PING before any event.
+requires a valid PING before any event, within ``handshake_timeout``
+(``LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT``); with ``idle_timeout``
+(``LOGADAPTER_FORWARD_IDLE_TIMEOUT``, off by default) a connection that sends nothing for
+that long is closed. Either close is counted (``logadapter_input_errors_total{input=
+"forward",kind="handshake_timeout"|"idle_timeout"}``, and ``closed`` in /status) and logged.
 
 Lines held by the processor for multi-line joining (at most ``multiline_timeout``) are
 acknowledged with the request that brought them: waiting for the next line would hold a
@@ -254,12 +258,25 @@ class ForwardConnection:
         """The streams this connection fed (``ForwardSource.ingest``)."""
 
     async def run(self) -> None:
+        source = self._source
         try:
-            if self._source.shared_key is not None:
-                await self._handshake(self._source.shared_key)
-            while not self._source.stopping:
+            if source.shared_key is not None:
+                try:
+                    async with asyncio.timeout(source.handshake_timeout):
+                        await self._handshake(source.shared_key)
+                except TimeoutError:
+                    self._fail(
+                        "handshake_timeout", f"no valid PING within {source.handshake_timeout}s"
+                    )
+                    return
+            while not source.stopping:
                 self.idle = True
-                data = await self._reader.read(READ_BYTES)
+                try:
+                    async with asyncio.timeout(source.idle_timeout):
+                        data = await self._reader.read(READ_BYTES)
+                except TimeoutError:
+                    self._fail("idle_timeout", f"nothing sent for {source.idle_timeout}s")
+                    return
                 self.idle = False
                 if not data:
                     return
@@ -293,6 +310,7 @@ class ForwardConnection:
 
     def _fail(self, kind: str, detail: str) -> None:
         LOG_INPUT_ERRORS.labels("forward", kind).inc()
+        self._source.closed[kind] = self._source.closed.get(kind, 0) + 1
         log.warn("forward_connection_closed", peer=self.peer, kind=kind, detail=detail[:200])
 
     async def _next_value(self) -> Any:
@@ -345,10 +363,18 @@ class ForwardSource:
     name = "forward"
 
     def __init__(
-        self, listen: HostPort | UnixAddress, shared_key: str | None, pipeline: Pipeline
+        self,
+        listen: HostPort | UnixAddress,
+        shared_key: str | None,
+        pipeline: Pipeline,
+        *,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self.listen = listen
         self.shared_key = shared_key
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         self.pipeline = pipeline
         self.hostname = socket.gethostname()
         self.stopping = False
@@ -360,6 +386,8 @@ class ForwardSource:
         self.requests = 0
         self.events = 0
         self.modes: dict[str, int] = {}
+        self.closed: dict[str, int] = {}
+        """Connections closed by the server, by reason (``ForwardConnection._fail``)."""
 
     async def start(self) -> None:
         if isinstance(self.listen, UnixAddress):
@@ -483,4 +511,7 @@ class ForwardSource:
             "modes": dict(self.modes),
             "udp_heartbeats": self._heartbeats.heartbeats if self._heartbeats else 0,
             "shared_key": self.shared_key is not None,
+            "handshake_timeout": self.handshake_timeout,
+            "idle_timeout": self.idle_timeout,
+            "closed": dict(self.closed),
         }
