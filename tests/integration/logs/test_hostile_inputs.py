@@ -21,6 +21,12 @@ from hypothesis import strategies as st
 from logadapter_support import Adapter, start_adapter, wait_for
 from support import LOOPBACK, free_port, http_get
 
+def _nested(levels: int, leaf: Any) -> Any:
+    for _ in range(levels):
+        leaf = {"k": leaf}
+    return leaf
+
+
 shapes = st.recursive(
     st.one_of(
         st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(),
@@ -30,20 +36,12 @@ shapes = st.recursive(
     lambda children: st.one_of(
         st.lists(children, max_size=3),
         st.dictionaries(st.one_of(st.text(max_size=8), st.integers(-3, 3)), children, max_size=3),
-        st.builds(
-            lambda levels, leaf: _nested(levels, leaf), st.integers(0, 400), children
-        ),
+        st.builds(_nested, st.integers(0, 400), children),
     ),
     max_leaves=8,
 )
 events = st.dictionaries(st.sampled_from(["message", "level", "log", "err", "x", "deep"]), shapes,
                          max_size=3)
-
-
-def _nested(levels: int, leaf: Any) -> Any:
-    for _ in range(levels):
-        leaf = {"k": leaf}
-    return leaf
 
 
 class AllInputs:
