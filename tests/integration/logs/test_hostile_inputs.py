@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from logadapter_support import Adapter, start_adapter, wait_for
 from support import LOOPBACK, free_port, http_get
 
+
 def _nested(levels: int, leaf: Any) -> Any:
     for _ in range(levels):
         leaf = {"k": leaf}
