@@ -57,6 +57,15 @@ class SyslogFramer:
             return [line for line in self._lines.split_raw(data) if line.strip(_SEPARATORS)]
         return self._octet_counted(data)
 
+    def finish(self) -> bytes | None:
+        """At the end of the connection: a newline-framed last message without its newline."""
+        if self.mode != "newline":
+            return None
+        last = self._lines.finish()
+        if last is None or not last[1].strip():
+            return None
+        return last[1].encode("utf-8", "surrogateescape")
+
     def _octet_counted(self, data: bytes) -> list[bytes]:
         buffer = self._pending + data if self._pending else data
         messages: list[bytes] = []
@@ -183,9 +192,11 @@ class SyslogSource:
                 self._connections[task] = True
                 data = await reader.read(READ_BYTES)
                 self._connections[task] = False
-                if not data:
-                    break
-                messages = framer.feed(data)
+                if data:
+                    messages = framer.feed(data)
+                else:
+                    last = framer.finish()
+                    messages = [] if last is None else [last]
                 if messages:
                     now = time.time()
                     lines = [
@@ -196,6 +207,8 @@ class SyslogSource:
                     ]
                     self.tcp_messages += len(lines)
                     await self._pipeline.ingest(lines, self.name)
+                if not data:
+                    break
         except SyslogFramingError as error:
             LOG_INPUT_ERRORS.labels(self.name, "bad_frame").inc()
             log.warn(

@@ -71,3 +71,12 @@ def test_bad_octet_counts_are_framing_errors(garbage: bytes) -> None:
 def test_message_text_strips_trailers_and_repairs_utf8() -> None:
     assert message_text(b"<13>hi\r\n\x00") == "<13>hi"
     assert message_text(b"<13>\xff") == "<13>\ufffd"
+
+
+def test_the_last_newline_framed_message_needs_no_newline_at_the_end() -> None:
+    framer = SyslogFramer(1000)
+    assert framer.feed(b"<13>one\n<13>last") == [b"<13>one"]
+    assert framer.finish() == b"<13>last"
+    counted = SyslogFramer(1000)
+    assert counted.feed(b"5 <13>a9 <13") == [b"<13>a"]
+    assert counted.finish() is None  # an incomplete octet-counted frame is not a message
