@@ -513,8 +513,9 @@ def _input_bounds(reader: EnvReader, settings: LogAdapterSettings) -> LogAdapter
     parts of ``MAX_LINE_BYTES``), the Forward handshake and idle deadlines."""
     cap = reader.get("LINE_HARD_CAP", p.size, 8 * 1024 * 1024)
     if cap < settings.max_line_bytes:
+        raw = reader.environ.get("LOGADAPTER_LINE_HARD_CAP", "")
         reader.fail(
-            "LOGADAPTER_LINE_HARD_CAP", str(cap), "a size of at least LOGADAPTER_MAX_LINE_BYTES"
+            "LOGADAPTER_LINE_HARD_CAP", raw, "a size of at least LOGADAPTER_MAX_LINE_BYTES"
         )
     return dataclasses.replace(
         settings,
