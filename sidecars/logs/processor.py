@@ -25,7 +25,11 @@ most that size, each its own record marked ``attributes.truncated = true`` and
 ``attributes.part = "i/n"`` (partial lines are stitched up to ``line_hard_cap``, the parts
 past it make another line); a group reaching ``multiline_max_bytes`` is emitted marked
 ``truncated`` and its next lines start a new group (marked ``continued``). Both are counted
-in ``logadapter_records_truncated_total`` and logged (at most once a minute per reason).
+in ``logadapter_records_truncated_total`` and logged (at most once a minute per reason), as
+are decoded objects cut at ``depth.MAX_DEPTH`` (``formats.json.load_object``, the Forward
+input). Each record is made under a guard (``_add_single``): one that raises is dropped,
+counted (``logadapter_records_dropped_total{reason="processor_error"}``) and logged; its
+neighbours go on.
 
 Speed: this runs for every line, so the common case (a line that starts a new group, the
 previous one emitted as a one-line record) takes the shortest path, with a handful of
