@@ -26,6 +26,11 @@ def take_cuts() -> int:
     return count
 
 
+def count_cut() -> None:
+    """A record cut elsewhere (a Forward entry too deep for msgpack itself)."""
+    _cuts[0] += 1
+
+
 def may_be_too_deep(text: str) -> bool:
     """Whether JSON ``text`` has enough brackets to nest past the bound (a cheap test that
     spares the walk to almost every line)."""

@@ -163,3 +163,28 @@ def test_syslog_poison_over_tcp_and_udp(adapters: StartAdapter) -> None:
     assert_cut(records["udp poison"])
     assert "udp after" in records
     assert_counted(adapter, 2)
+
+
+def test_a_packed_forward_entry_too_deep_for_msgpack_costs_only_itself(
+    adapters: StartAdapter, forward_port: int
+) -> None:
+    """Nested past msgpack's own limit (1,024 levels) an entry cannot be decoded at all: it
+    becomes a marker record, found by its byte extent; the chunk is still acknowledged."""
+    adapter = adapters(forward_env(forward_port))
+    packer = msgpack.Packer(use_bin_type=True)
+    # [float time, {"message": "deep", "a": {"a": ... 3,000 levels ... "x"}}], packed by hand
+    deep = b"\x92\xcb" + b"\x00" * 8 + b"\x82\xa7message\xa4deep" + b"\xa1a\x81" * 3000
+    deep = deep[:-1] + b"\xa1x"
+    entries = (
+        packer.pack([1795687200, {"message": "good 1"}])
+        + deep
+        + packer.pack([1795687200, {"message": "good 2"}])
+    )
+    with socket.create_connection((LOOPBACK, forward_port), timeout=10) as sock:
+        sock.sendall(packer.pack(["app", entries, {"chunk": "deep"}]))
+        unpacker = msgpack.Unpacker(raw=False)
+        unpacker.feed(sock.recv(1024))
+        assert list(unpacker) == [{"ack": "deep"}]
+    records = adapter.wait_records(3)
+    assert [r["message"] for r in records] == ["good 1", MARKER, "good 2"]
+    assert_counted(adapter)
