@@ -109,15 +109,15 @@ class LineSplitter:
             complete = block[:last]
             block = block[last + 1 :]
             self.position += last + 1
-        if complete is not None and len(complete) > self.line_cap:
-            capped = self._capped(complete, complete_start)
-            if capped is not None:
-                return _Taken(cut, cut_start, None, complete_start, capped)
         self._line_bytes = len(block)
         if len(block) > self.line_cap:
             self._kept = block[: kept_bytes(block, self.line_cap)]
             block = b""
         self._carry = block
+        if complete is not None and len(complete) > self.line_cap:
+            capped = self._capped(complete, complete_start)
+            if capped is not None:
+                return _Taken(cut, cut_start, None, complete_start, capped)
         return _Taken(cut, cut_start, complete, complete_start)
 
     def _capped(self, complete: bytes, start: int) -> list[tuple[int, bytes]] | None:

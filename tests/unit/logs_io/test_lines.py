@@ -90,6 +90,19 @@ def test_a_line_past_the_cap_keeps_the_cap_and_says_how_many_bytes_were_dropped(
     assert line_cuts() == before + 1
 
 
+def test_a_line_past_the_cap_within_one_block_is_cut_and_the_next_one_waits() -> None:
+    splitter = LineSplitter(4, "tail")
+    assert splitter.split_with_offsets(b"ok\n" + b"z" * 10 + b"\nnext\npart") == [
+        (0, "ok"),
+        (3, "zzzz [truncated: 6 bytes dropped]"),
+        (14, "next"),
+    ]
+    assert splitter.split_with_offsets(b"ial\n") == [(19, "part [truncated: 3 bytes dropped]")]
+    raw = LineSplitter(4, "syslog")
+    assert raw.split_raw(b"abcdefg\r\nab\r\nc") == [b"abcd [truncated: 4 bytes dropped]", b"ab"]
+    assert raw.split_raw(b"\n") == [b"c"]
+
+
 def test_the_cut_never_splits_a_character() -> None:
     splitter = LineSplitter(5, "stdin")
     assert splitter.split_text("abcdé".encode() + b"fgh\n") == [
