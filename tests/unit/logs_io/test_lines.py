@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from support import metric_value
 
@@ -123,3 +127,58 @@ def test_memory_stays_bounded_whatever_arrives() -> None:
         splitter.split_text(b"z" * 4096)
     assert len(splitter._carry) <= 1000
     assert splitter._kept is not None and len(splitter._kept) == 1000
+
+
+def expected_lines(data: bytes, cap: int) -> list[tuple[int, bytes]]:
+    """What a splitter must make of ``data``, whatever the reads: every line with its offset,
+    one over the cap kept to the cap (never inside a character) with the marker."""
+    lines = []
+    offset = 0
+    for raw in data.split(b"\n"):
+        line = raw
+        if len(raw) > cap:
+            keep = cap
+            while 0 < keep < len(raw) and (raw[keep] & 0xC0) == 0x80:
+                keep -= 1
+            keep = keep or cap
+            line = raw[:keep] + b" [truncated: %d bytes dropped]" % (len(raw) - keep)
+        lines.append((offset, line.removesuffix(b"\r")))
+        offset += len(raw) + 1
+    if lines[-1][1] == b"":
+        lines.pop()  # the stream ended with its newline
+    return lines
+
+
+@settings(max_examples=400)
+@given(
+    st.lists(st.sampled_from([b"a", b"bb", b"\n", b"\r\n", "é".encode(), b"x" * 7]), max_size=40),
+    st.integers(2, 9),  # a cap of one byte may end inside "é"
+    st.lists(st.integers(1, 12), min_size=1, max_size=10),
+)
+def test_any_reads_give_the_same_lines(pieces: list[bytes], cap: int, reads: list[int]) -> None:
+    data = b"".join(pieces)
+    splitter = LineSplitter(cap, "tail")
+    got: list[tuple[int, str]] = []
+    at, turn = 0, 0
+    while at < len(data):
+        size = reads[turn % len(reads)]
+        got += splitter.split_with_offsets(data[at : at + size])
+        at = min(at + size, len(data))
+        turn += 1
+        assert splitter.read_position == at
+    last = splitter.finish()
+    if last is not None:
+        got.append(last)
+    expected = expected_lines(data, cap)
+    assert got == [(offset, line.decode(errors="replace")) for offset, line in expected]
+    for split in ("split_text", "split_raw"):
+        other = LineSplitter(cap, "stdin")
+        lines: list[Any] = []
+        for start in range(0, len(data), reads[0]):
+            lines += getattr(other, split)(data[start : start + reads[0]])
+        last = other.finish()
+        if last is not None:
+            lines.append(last[1] if split == "split_text" else last[1].encode())
+        want = [line.decode(errors="replace") if split == "split_text" else line
+                for _, line in expected]
+        assert lines == want, split
