@@ -223,6 +223,10 @@ class LogAdapterSettings:
     buffer_max: int
     state_dir: str | None
     ecs_metadata_uri: str | None
+    # Bounds against hostile input (``_input_bounds``).
+    line_hard_cap: int = 8 * 1024 * 1024
+    forward_handshake_timeout: float = 10.0
+    forward_idle_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -518,8 +522,32 @@ def _read_log_adapter(env: Mapping[str, str]) -> tuple[LogAdapterSettings, EnvRe
         state_dir=reader.get("STATE_DIR", str.strip),
         ecs_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4") or None,
     )
+    settings = _input_bounds(reader, settings)
     reader.reject_unknown()
     return settings, reader
+
+
+def _optional_duration(raw: str) -> float | None:
+    return None if raw.strip().lower() in ("off", "0") else p.positive_duration(raw)
+
+
+def _input_bounds(reader: EnvReader, settings: LogAdapterSettings) -> LogAdapterSettings:
+    """The log adapter's bounds against hostile input: the longest line kept (split into
+    parts of ``MAX_LINE_BYTES``), the Forward handshake and idle deadlines."""
+    cap = reader.get("LINE_HARD_CAP", p.size, 8 * 1024 * 1024)
+    if cap < settings.max_line_bytes:
+        raw = reader.environ.get("LOGADAPTER_LINE_HARD_CAP", "")
+        reader.fail(
+            "LOGADAPTER_LINE_HARD_CAP", raw, "a size of at least LOGADAPTER_MAX_LINE_BYTES"
+        )
+    return dataclasses.replace(
+        settings,
+        line_hard_cap=max(cap, settings.max_line_bytes),
+        forward_handshake_timeout=reader.get(
+            "FORWARD_HANDSHAKE_TIMEOUT", p.positive_duration, 10.0
+        ),
+        forward_idle_timeout=reader.get("FORWARD_IDLE_TIMEOUT", _optional_duration, None),
+    )
 
 
 def load(command: SidecarName, env: Mapping[str, str]) -> ProxySettings | LogAdapterSettings:

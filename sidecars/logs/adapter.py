@@ -91,19 +91,25 @@ def build_sources(settings: LogAdapterSettings, pipeline: Pipeline) -> list[Sour
     sources: list[Source] = []
     for name in dict.fromkeys(settings.inputs):
         if name == "stdin":
-            sources.append(StdinSource(pipeline, settings.max_line_bytes))
+            sources.append(StdinSource(pipeline, settings.line_hard_cap))
         elif name == "tail":
             sources.append(
                 TailSource(
-                    settings.tail_paths, pipeline, settings.max_line_bytes, settings.state_dir
+                    settings.tail_paths, pipeline, settings.line_hard_cap, settings.state_dir
                 )
             )
         elif name == "forward":
             sources.append(
-                ForwardSource(settings.forward_listen, settings.forward_shared_key, pipeline)
+                ForwardSource(
+                    settings.forward_listen,
+                    settings.forward_shared_key,
+                    pipeline,
+                    handshake_timeout=settings.forward_handshake_timeout,
+                    idle_timeout=settings.forward_idle_timeout,
+                )
             )
         elif name == "syslog":
-            sources.append(SyslogSource(settings.syslog_listen, pipeline, settings.max_line_bytes))
+            sources.append(SyslogSource(settings.syslog_listen, pipeline, settings.line_hard_cap))
     return sources
 
 

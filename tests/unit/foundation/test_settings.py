@@ -191,6 +191,39 @@ def test_log_adapter_problems() -> None:
     assert "LOGADAPTER_TAIL_PATHS is required" in joined
 
 
+def test_log_adapter_input_bounds() -> None:
+    defaults = settings.load_log_adapter({})
+    assert defaults.line_hard_cap == 8 * 1024 * 1024
+    assert defaults.forward_handshake_timeout == 10.0
+    assert defaults.forward_idle_timeout is None
+    loaded = settings.load_log_adapter(
+        {
+            "LOGADAPTER_LINE_HARD_CAP": "1MiB",
+            "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT": "2s",
+            "LOGADAPTER_FORWARD_IDLE_TIMEOUT": "5m",
+        }
+    )
+    assert loaded.line_hard_cap == 1024 * 1024
+    assert loaded.forward_handshake_timeout == 2.0
+    assert loaded.forward_idle_timeout == 300.0
+    off = settings.load_log_adapter({"LOGADAPTER_FORWARD_IDLE_TIMEOUT": "off"})
+    assert off.forward_idle_timeout is None
+    problems = load_problems(
+        "log-adapter",
+        {
+            "LOGADAPTER_MAX_LINE_BYTES": "1MiB",
+            "LOGADAPTER_LINE_HARD_CAP": "64KiB",
+            "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT": "0",
+        },
+    )
+    assert problems == [
+        "LOGADAPTER_LINE_HARD_CAP='64KiB' is invalid: expected a size of at least "
+        "LOGADAPTER_MAX_LINE_BYTES",
+        "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT='0' is invalid: expected a duration above zero "
+        "(250ms, 2s, 1m)",
+    ]
+
+
 def test_json_view_masks_secrets() -> None:
     loaded = settings.load_proxy(
         "breaker",
