@@ -288,16 +288,16 @@ ACCEPT_ERRORS = Counter(
     "sidecar_accept_errors_total",
     "Failed accept() calls on a data port, by errno name (EMFILE: out of descriptors).",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ACCEPT_PAUSES = Counter(
     "sidecar_accept_paused_total",
     "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ADMIN_CONNECTIONS_CLOSED = Counter(
-    "sidecar_admin_connections_closed_total",
+    "sidecars_admin_connections_closed_total",
     "Admin connections closed by the admin server: request_timeout, too_many.",
     ["reason"],
     registry=REGISTRY,

@@ -67,7 +67,7 @@ def test_invalid_utf8_is_replaced_and_counted() -> None:
 
 def line_cuts() -> float:
     return metric_value(
-        generate_latest(REGISTRY).decode(),
+        generate_latest(LOG_ADAPTER_METRICS).decode(),
         "logadapter_records_truncated_total",
         reason="line_hard_cap",
     )
