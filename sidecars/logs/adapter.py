@@ -28,6 +28,7 @@ from sidecars.logs.sinks import OutputClosed, Sink
 from sidecars.logs.sinks.delivery import OutputDelivery
 from sidecars.logs.sinks.file import FileSink, path_from_url
 from sidecars.logs.sinks.forward import ForwardSink
+from sidecars.logs.sinks.ndjson import NdjsonSink
 from sidecars.logs.sinks.stdout import StdoutSink
 from sidecars.logs.sources import Source
 from sidecars.logs.sources.forward import ForwardSource
@@ -82,6 +83,9 @@ def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
         return StdoutSink()
     if output.startswith("file://"):
         return FileSink(output, path_from_url(output), fsync=settings.buffer_dir is not None)
+    remote = settings.remote
+    if output.startswith(("http://", "https://")):
+        return NdjsonSink(output, remote.http_headers, gzip_body=remote.http_compression == "gzip")
     parts = urlsplit(output)
     assert parts.hostname is not None and parts.port is not None  # validated by settings
     return ForwardSink(output, parts.hostname, parts.port, settings.forward_shared_key)
