@@ -86,6 +86,10 @@ def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
     remote = settings.remote
     if output.startswith(("http://", "https://")):
         return NdjsonSink(output, remote.http_headers, gzip_body=remote.http_compression == "gzip")
+    if output.startswith("otlp+"):
+        from sidecars.logs.sinks.otlp import OtlpSink  # noqa: PLC0415 (the optional 'otlp' extra)
+
+        return OtlpSink(output, remote)
     parts = urlsplit(output)
     assert parts.hostname is not None and parts.port is not None  # validated by settings
     return ForwardSink(output, parts.hostname, parts.port, settings.forward_shared_key)
