@@ -136,7 +136,9 @@ APP_LINE = json.dumps(
         "retry": True,
     }
 )
-ACCESS_LINE = '10.0.0.7 - - [26/Nov/2026:10:00:01 +0000] "GET /orders/7 HTTP/1.1" 503 17 "-" "curl/8"'
+ACCESS_LINE = (
+    '10.0.0.7 - - [26/Nov/2026:10:00:01 +0000] "GET /orders/7 HTTP/1.1" 503 17 "-" "curl/8"'
+)
 
 
 @pytest.mark.parametrize("encoding", ["protobuf", "json"])
