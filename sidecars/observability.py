@@ -223,6 +223,12 @@ LOG_INPUT_ERRORS = Counter(
     ["input", "kind"],
     registry=REGISTRY,
 )
+LOG_CLOUDWATCH_RESTAMPED = Counter(
+    "logadapter_cloudwatch_events_restamped_total",
+    "CloudWatch events sent with the time of sending: their own was too old or too far ahead.",
+    ["reason"],
+    registry=REGISTRY,
+)
 LOG_MULTILINE_GROUPS = Counter(
     "logadapter_multiline_groups_total",
     "Multi-line groups joined into one record (stack traces, continuations).",

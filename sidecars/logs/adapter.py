@@ -90,6 +90,12 @@ def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
         from sidecars.logs.sinks.otlp import OtlpSink  # noqa: PLC0415 (the optional 'otlp' extra)
 
         return OtlpSink(output, remote)
+    if output.startswith("cloudwatch://"):
+        from sidecars.logs.sinks.cloudwatch import (  # noqa: PLC0415 (the 'cloudwatch' extra)
+            CloudWatchSink,
+        )
+
+        return CloudWatchSink(output, remote)
     parts = urlsplit(output)
     assert parts.hostname is not None and parts.port is not None  # validated by settings
     return ForwardSink(output, parts.hostname, parts.port, settings.forward_shared_key)

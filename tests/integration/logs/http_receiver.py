@@ -48,10 +48,12 @@ class HttpReceiver:
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
 
-    def refuse(self, count: int, status: int, headers: dict[str, str] | None = None) -> None:
+    def refuse(
+        self, count: int, status: int, headers: dict[str, str] | None = None, body: bytes = b""
+    ) -> None:
         """Answer the next ``count`` requests with ``status`` (not taken)."""
         with self._lock:
-            self.queued.extend(Answer(status, headers or {}) for _ in range(count))
+            self.queued.extend(Answer(status, headers or {}, body) for _ in range(count))
 
     def _handle(self, request: Received) -> Answer:
         with self._lock:
