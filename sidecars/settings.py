@@ -305,7 +305,10 @@ def _remote_outputs(
     region = reader.get("CLOUDWATCH_REGION", str.strip) or (
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     )
-    if region is None and any(output.startswith("cloudwatch://") for output in outputs):
+    emf_to_cloudwatch = (reader.get("EMF_OUTPUT", str.strip) or "").startswith("cloudwatch://")
+    if region is None and (
+        emf_to_cloudwatch or any(output.startswith("cloudwatch://") for output in outputs)
+    ):
         reader.problems.append(
             "LOGADAPTER_CLOUDWATCH_REGION is required with a cloudwatch:// output "
             "(or AWS_REGION / AWS_DEFAULT_REGION): e.g. eu-west-1"
@@ -317,9 +320,12 @@ def _remote_outputs(
             str(retention),
             "one of " + ", ".join(map(str, _RETENTION_DAYS)),
         )
+    emf_namespace = reader.get("EMF_NAMESPACE", str.strip)
     emf_output = reader.get("EMF_OUTPUT", str.strip)
     if emf_output is not None:
         _check_output(reader, emf_output)
+    elif emf_namespace is not None:
+        emf_output = next((out for out in outputs if out.startswith("cloudwatch://")), "stdout")
     compression = p.choice("gzip", "none")
     return RemoteOutputSettings(
         cloudwatch_stream=reader.get(
@@ -334,7 +340,7 @@ def _remote_outputs(
         otlp_headers=reader.get("OTLP_HEADERS", header_list, ()),
         http_compression=reader.get("HTTP_COMPRESSION", compression, "none"),
         http_headers=reader.get("HTTP_HEADERS", header_list, ()),
-        emf_namespace=reader.get("EMF_NAMESPACE", str.strip),
+        emf_namespace=emf_namespace,
         emf_output=emf_output,
     )
 

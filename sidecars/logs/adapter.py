@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import select
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,8 +26,10 @@ from sidecars.logs.disk_buffer import DiskBuffer
 from sidecars.logs.ecs import fetch_ecs_metadata
 from sidecars.logs.pipeline import Pipeline
 from sidecars.logs.processor import LogProcessor
+from sidecars.logs.record_metrics import RecordMetrics
 from sidecars.logs.sinks import OutputClosed, Sink
 from sidecars.logs.sinks.delivery import OutputDelivery
+from sidecars.logs.sinks.emf import EmfReporter
 from sidecars.logs.sinks.file import FileSink, path_from_url
 from sidecars.logs.sinks.forward import ForwardSink
 from sidecars.logs.sinks.ndjson import NdjsonSink
@@ -40,6 +44,7 @@ from sidecars.runtime import Lifecycle
 from sidecars.settings import LogAdapterSettings, to_json_dict
 
 IDLE_FLUSH_SECONDS = 0.1
+EMF_STREAM = "logadapter-emf"
 CHECKPOINT_SECONDS = 1.0
 log = get_logger("sidecars.logs.adapter")
 
@@ -78,7 +83,7 @@ def build_buffer(settings: LogAdapterSettings, outputs: list[str]) -> RecordBuff
     return buffer
 
 
-def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
+def build_sink(output: str, settings: LogAdapterSettings, *, emf: bool = False) -> Sink:
     if output == "stdout":
         return StdoutSink()
     if output.startswith("file://"):
@@ -95,10 +100,25 @@ def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
             CloudWatchSink,
         )
 
-        return CloudWatchSink(output, remote)
+        return CloudWatchSink(output, remote, emf=emf)
     parts = urlsplit(output)
     assert parts.hostname is not None and parts.port is not None  # validated by settings
     return ForwardSink(output, parts.hostname, parts.port, settings.forward_shared_key)
+
+
+def build_emf_reporter(settings: LogAdapterSettings, metrics: RecordMetrics) -> EmfReporter | None:
+    """EMF records to ``LOGADAPTER_EMF_OUTPUT``: a sink of their own (named ``emf <output>``),
+    into a CloudWatch stream of their own."""
+    namespace, output = settings.remote.emf_namespace, settings.remote.emf_output
+    if namespace is None or output is None:
+        return None
+    remote = dataclasses.replace(settings.remote, cloudwatch_stream=EMF_STREAM)
+    sink = build_sink(output, dataclasses.replace(settings, remote=remote), emf=True)
+    sink.name = f"emf {output}"
+    if output == "stdout":
+        # Beside the records' own stdout writer: writes up to PIPE_BUF never interleave.
+        sink.max_batch_bytes = select.PIPE_BUF
+    return EmfReporter(namespace, sink, metrics)
 
 
 def build_sources(settings: LogAdapterSettings, pipeline: Pipeline) -> list[Source]:
@@ -129,6 +149,8 @@ class LogAdapter:
         pipeline: Pipeline,
         sources: list[Source],
         deliveries: list[OutputDelivery],
+        *,
+        emf: EmfReporter | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
@@ -136,6 +158,7 @@ class LogAdapter:
         self.buffer = pipeline.buffer
         self.sources = sources
         self.deliveries = deliveries
+        self.emf = emf
         self._delivery_tasks: dict[asyncio.Task[None], OutputDelivery] = {}
         self._failed_outputs: list[str] = []
 
@@ -152,6 +175,8 @@ class LogAdapter:
                 task = asyncio.create_task(delivery.run(), name=f"output {delivery.sink.name}")
                 task.add_done_callback(self._delivery_ended)
                 self._delivery_tasks[task] = delivery
+            if self.emf is not None:
+                self.emf.start()
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stdin_eof = self._watch_stdin()
             tune_garbage_collector()
@@ -230,6 +255,8 @@ class LogAdapter:
             await maintenance
         self.pipeline.flush()
         self.buffer.close_input()
+        if self.emf is not None:
+            await self.emf.stop(remaining())
         pending = [task for task in self._delivery_tasks if not task.done()]
         if pending:
             _, late = await asyncio.wait(pending, timeout=remaining())
@@ -274,6 +301,7 @@ class LogAdapter:
                 **self.pipeline.processor.totals,
             },
             "offsets": inputs.get("tail", {}).get("files", []),
+            "emf": self.emf.status() if self.emf is not None else None,
         }
 
 
@@ -287,7 +315,8 @@ async def serve(settings: LogAdapterSettings, lifecycle: Lifecycle) -> None:
     deliveries = [
         OutputDelivery(build_sink(output, settings), pipeline.buffer) for output in outputs
     ]
+    emf = build_emf_reporter(settings, pipeline.record_metrics)
     adapter = LogAdapter(
-        settings, lifecycle, pipeline, build_sources(settings, pipeline), deliveries
+        settings, lifecycle, pipeline, build_sources(settings, pipeline), deliveries, emf=emf
     )
     await adapter.run()

@@ -44,13 +44,19 @@ log = get_logger("sidecars.logs.cloudwatch_output")
 Call = tuple[str, list[LogEvent]]
 
 
+def _emf_header(request: Any, **_: Any) -> None:
+    """PutLogEvents carrying Embedded Metric Format records must say so."""
+    request.headers["x-amzn-logs-format"] = "json/emf"
+
+
 class CloudWatchSink:
     max_batch_bytes = 4 * 1024 * 1024
     """Larger than one call (1 MiB) so that a batch of small records reaches the 10,000-event
     limit rather than the byte limit."""
 
-    def __init__(self, name: str, settings: RemoteOutputSettings) -> None:
+    def __init__(self, name: str, settings: RemoteOutputSettings, *, emf: bool = False) -> None:
         self.name = name
+        self.emf = emf
         self.group = name.removeprefix("cloudwatch://")
         self.template = settings.cloudwatch_stream
         self.region = settings.cloudwatch_region
@@ -70,7 +76,7 @@ class CloudWatchSink:
 
     def _make_client(self) -> Any:
         session = botocore.session.get_session()
-        return session.create_client(
+        client = session.create_client(
             "logs",
             region_name=self.region,
             endpoint_url=self.endpoint,
@@ -81,6 +87,9 @@ class CloudWatchSink:
                 user_agent_extra="sidecars-log-adapter",
             ),
         )
+        if self.emf:
+            client.meta.events.register("before-sign.cloudwatch-logs.PutLogEvents", _emf_header)
+        return client
 
     def _calls(self, batch: Batch) -> list[Call]:
         now_ms = int(time.time() * 1000)
@@ -198,6 +207,7 @@ class CloudWatchSink:
             "group": self.group,
             "region": self.region,
             "endpoint": self.endpoint,
+            "stream_template": self.template,
             "calls": self.calls,
             "events_sent": self.events_sent,
             "events_rejected": self.events_rejected,

@@ -3,8 +3,11 @@ the OTel mapping, and the retry schedule."""
 
 from __future__ import annotations
 
+import os
+
 import orjson
 
+from sidecars.logs.record_metrics import RecordMetrics
 from sidecars.logs.sinks import RetryLater
 from sidecars.logs.sinks.cloudwatch_events import (
     EVENT_OVERHEAD,
@@ -18,9 +21,11 @@ from sidecars.logs.sinks.cloudwatch_events import (
     rejected_counts,
     stream_name,
 )
+from sidecars.logs.sinks.emf import EmfReporter
 from sidecars.logs.sinks.http_client import RETRY_MAX, RetrySchedule
 from sidecars.logs.sinks.otlp import endpoint_url
 from sidecars.logs.sinks.otlp_mapping import resource_of, scope_of, to_otel
+from sidecars.logs.sinks.stdout import StdoutSink
 
 NOW_MS = 1_795_687_200_000
 DAY_MS = 24 * 3600 * 1000
@@ -160,3 +165,23 @@ def test_retry_schedule_full_jitter_or_retry_after() -> None:
     assert RetrySchedule(random=lambda: 0.0).failed("x").delay == 0.0  # full jitter: from 0
     schedule.succeeded()
     assert schedule.failed("x").delay == 0.1
+
+
+async def test_emf_reports_what_was_counted_since_the_last_report() -> None:
+    metrics = RecordMetrics(max_services=1)
+    reporter = EmfReporter("shop", StdoutSink(os.open(os.devnull, os.O_WRONLY)), metrics,
+                           clock=lambda: NOW_MS / 1000)
+    metrics.count([{"service": "web", "level": "warn"}] * 2 + [{"service": "db", "level": "x"}])
+    first = reporter.due_records()
+    assert [(r["service"], r["level"], r["LogRecords"]) for r in first] == [
+        ("web", "warn", 2), ("other", "other", 1)
+    ]
+    assert first[0]["_aws"] == {
+        "Timestamp": NOW_MS,
+        "CloudWatchMetrics": [{"Namespace": "shop", "Dimensions": [["service", "level"]],
+                               "Metrics": [{"Name": "LogRecords", "Unit": "Count"}]}],
+    }
+    assert reporter.due_records() == []
+    metrics.count([{"service": "web", "level": "warn", "http": {"status": 502}}])
+    assert [(r["service"], r.get("level") or r["status_class"]) for r in
+            reporter.due_records()] == [("web", "warn"), ("web", "5xx")]
