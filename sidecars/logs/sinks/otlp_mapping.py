@@ -55,6 +55,8 @@ _MAPPED = frozenset(
     {"timestamp", "level", "message", "service", "container_id", "container_name", "ecs",
      "logger", "stream", "error", "http", "trace_id", "span_id", "attributes"}
 )
+"""Fields with a place of their own in the OTel model (or handled below); others are
+attributes under their own names."""
 
 Resource = tuple[tuple[str, str], ...]
 
@@ -72,14 +74,29 @@ class OtelLog:
     span_id: str | None
 
 
+_SECONDS: dict[str, int] = {}
+"""``YYYY-MM-DDTHH:MM:SS`` -> epoch seconds: a batch's records share a few seconds."""
+
+
 def time_unix_nano(timestamp: Any, fallback: int) -> int:
-    if isinstance(timestamp, str):
-        try:
-            delta = datetime.fromisoformat(timestamp) - _EPOCH
-        except (ValueError, TypeError):
-            return fallback
-        return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
-    return fallback
+    """The schema's ``2026-11-26T10:00:00.123456Z`` (any RFC 3339 time) in ns since the epoch."""
+    if not isinstance(timestamp, str):
+        return fallback
+    if len(timestamp) == 27 and timestamp[19] == "." and timestamp[26] == "Z":
+        seconds = _SECONDS.get(timestamp[:19])
+        fraction = timestamp[20:26]
+        if seconds is not None and fraction.isdigit():
+            return seconds * 1_000_000_000 + int(fraction) * 1000
+    try:
+        delta = datetime.fromisoformat(timestamp) - _EPOCH
+    except (ValueError, TypeError):
+        return fallback
+    nanoseconds = (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    if len(timestamp) == 27 and timestamp[26] == "Z":
+        if len(_SECONDS) >= 4096:
+            _SECONDS.clear()
+        _SECONDS[timestamp[:19]] = delta.days * 86400 + delta.seconds
+    return nanoseconds
 
 
 def _hex_id(value: Any, digits: int) -> str | None:
@@ -110,22 +127,27 @@ def scope_of(record: dict[str, Any]) -> str:
 def to_otel(record: dict[str, Any], observed: int) -> OtelLog:
     number, text = SEVERITY.get(record.get("level", "info"), (9, "INFO"))
     attributes: list[tuple[str, Any]] = []
-    stream = record.get("stream")
-    if stream is not None:
-        attributes.append(("log.iostream", stream))
-    for field, keys in (("error", _ERROR_KEYS), ("http", _HTTP_KEYS)):
-        part = record.get(field)
-        if isinstance(part, dict):
-            attributes += ((keys.get(key, f"{field}.{key}"), value) for key, value in part.items())
-    trace_id = _hex_id(record.get("trace_id"), 32)
-    span_id = _hex_id(record.get("span_id"), 16)
-    for field, parsed in (("trace_id", trace_id), ("span_id", span_id)):
-        if parsed is None and field in record:
-            attributes.append((field, record[field]))
-    extra = record.get("attributes")
-    if isinstance(extra, dict):
-        attributes += extra.items()
-    attributes += ((key, value) for key, value in record.items() if key not in _MAPPED)
+    trace_id = span_id = None
+    for key, value in record.items():
+        if key not in _MAPPED:
+            attributes.append((key, value))
+        elif key == "attributes":
+            if isinstance(value, dict):
+                attributes += value.items()
+        elif key == "stream":
+            attributes.append(("log.iostream", value))
+        elif key in ("error", "http"):
+            if isinstance(value, dict):
+                names = _ERROR_KEYS if key == "error" else _HTTP_KEYS
+                attributes += ((names.get(k, f"{key}.{k}"), v) for k, v in value.items())
+        elif key == "trace_id":
+            trace_id = _hex_id(value, 32)
+            if trace_id is None:
+                attributes.append((key, value))
+        elif key == "span_id":
+            span_id = _hex_id(value, 16)
+            if span_id is None:
+                attributes.append((key, value))
     message = record.get("message", "")
     return OtelLog(
         time_unix_nano=time_unix_nano(record.get("timestamp"), observed),
