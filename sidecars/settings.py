@@ -287,14 +287,21 @@ def stream_template(raw: str) -> str:
     return text
 
 
-def _check_output(reader: EnvReader, output: str) -> None:
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _check_output(reader: EnvReader, output: str, variable: str = "LOGADAPTER_OUTPUTS") -> None:
     if not any(re.fullmatch(pattern, output) for pattern in _OUTPUT_PATTERNS):
-        reader.fail("LOGADAPTER_OUTPUTS", output, _OUTPUT_FORMS)
+        reader.fail(variable, output, _OUTPUT_FORMS)
         return
     for prefix, (extra, module) in _EXTRAS.items():
-        if output.startswith(prefix) and importlib.util.find_spec(module.split(".")[0]) is None:
+        if output.startswith(prefix) and not _installed(module):
             reader.problems.append(
-                f"LOGADAPTER_OUTPUTS has {output}: that output needs the '{extra}' extra "
+                f"{variable} has {output}: that output needs the '{extra}' extra "
                 f"(pip install 'sidecars[{extra}]'), which is not installed"
             )
 
@@ -302,12 +309,17 @@ def _check_output(reader: EnvReader, output: str) -> None:
 def _remote_outputs(
     reader: EnvReader, env: Mapping[str, str], outputs: tuple[str, ...]
 ) -> RemoteOutputSettings:
+    emf_namespace = reader.get("EMF_NAMESPACE", str.strip)
+    emf_output = reader.get("EMF_OUTPUT", str.strip)
+    if emf_output is not None:
+        _check_output(reader, emf_output, "LOGADAPTER_EMF_OUTPUT")
+    elif emf_namespace is not None:
+        emf_output = next((out for out in outputs if out.startswith("cloudwatch://")), "stdout")
     region = reader.get("CLOUDWATCH_REGION", str.strip) or (
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     )
-    emf_to_cloudwatch = (reader.get("EMF_OUTPUT", str.strip) or "").startswith("cloudwatch://")
-    if region is None and (
-        emf_to_cloudwatch or any(output.startswith("cloudwatch://") for output in outputs)
+    if region is None and any(
+        output.startswith("cloudwatch://") for output in (*outputs, emf_output or "")
     ):
         reader.problems.append(
             "LOGADAPTER_CLOUDWATCH_REGION is required with a cloudwatch:// output "
@@ -320,12 +332,6 @@ def _remote_outputs(
             str(retention),
             "one of " + ", ".join(map(str, _RETENTION_DAYS)),
         )
-    emf_namespace = reader.get("EMF_NAMESPACE", str.strip)
-    emf_output = reader.get("EMF_OUTPUT", str.strip)
-    if emf_output is not None:
-        _check_output(reader, emf_output)
-    elif emf_namespace is not None:
-        emf_output = next((out for out in outputs if out.startswith("cloudwatch://")), "stdout")
     compression = p.choice("gzip", "none")
     return RemoteOutputSettings(
         cloudwatch_stream=reader.get(

@@ -246,3 +246,16 @@ def test_log_adapter_remote_output_problems() -> None:
     assert "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS='2'" in joined
     assert "LOGADAPTER_OTLP_ENCODING='thrift'" in joined
     assert "LOGADAPTER_OTLP_HEADERS='no-equals-sign'" in joined
+
+
+def test_emf_output_defaults_to_the_first_cloudwatch_output_else_stdout() -> None:
+    def emf_output(env: dict[str, str]) -> str | None:
+        return settings.load_log_adapter({"AWS_REGION": "eu-west-1", **env}).remote.emf_output
+
+    assert emf_output({"LOGADAPTER_EMF_NAMESPACE": "shop"}) == "stdout"
+    assert emf_output(
+        {"LOGADAPTER_EMF_NAMESPACE": "shop", "LOGADAPTER_OUTPUTS": "stdout,cloudwatch://g"}
+    ) == "cloudwatch://g"
+    assert emf_output({"LOGADAPTER_OUTPUTS": "cloudwatch://g"}) is None
+    problems = load_problems("log-adapter", {"LOGADAPTER_EMF_OUTPUT": "kafka://x"})
+    assert any(problem.startswith("LOGADAPTER_EMF_OUTPUT='kafka://x'") for problem in problems)
