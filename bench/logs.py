@@ -668,7 +668,9 @@ def output_run(
 ) -> ForwardRun:
     port = free_port()
     mode = "forward" if name == "forward://" else "http"
-    argv = [sys.executable, "-m", "bench.log_destination", "--mode", mode, "--listen", str(port)]
+    body = "" if name == "otlp protobuf" else "{}"  # an empty ExportLogsServiceResponse
+    argv = [sys.executable, "-m", "bench.log_destination", "--mode", mode, "--listen", str(port),
+            "--body", body]
     with ManagedProcess("destination", argv, env=sidecar_env({}), stdout=subprocess.DEVNULL) as dst:
         dst.wait_port(port)
         return forward_adapter_run(

@@ -102,19 +102,22 @@ def encode_protobuf(groups: Groups, observed: int) -> bytes:
         for scope, logs in scopes.items():
             scope_logs = resource_logs.scope_logs.add()
             scope_logs.scope.name = scope
-            records = scope_logs.log_records
+            add_record = scope_logs.log_records.add
             for otel in logs:
-                out = records.add()
+                out = add_record()
                 out.time_unix_nano = otel.time_unix_nano
                 out.observed_time_unix_nano = observed
                 out.severity_number = otel.severity_number  # type: ignore[assignment]
                 out.severity_text = otel.severity_text
                 out.body.string_value = otel.body
-                attributes = out.attributes
+                add_attribute = out.attributes.add
                 for key, value in otel.attributes:
-                    pair = attributes.add()
-                    pair.key = str(key)
-                    _fill(pair.value, value)
+                    pair = add_attribute()
+                    pair.key = key if type(key) is str else str(key)
+                    if type(value) is str:  # most values: no call
+                        pair.value.string_value = value
+                    else:
+                        _fill(pair.value, value)
                 if otel.trace_id is not None:
                     out.trace_id = bytes.fromhex(otel.trace_id)
                 if otel.span_id is not None:
