@@ -696,7 +696,11 @@ def destination_down_run(frames: Sequence[bytes], log_level: str) -> dict[str, A
     with ManagedProcess("log-adapter", argv, env=env, stdout=subprocess.DEVNULL) as adapter:
         admin = f"http://{LOOPBACK}:{admin_port}"
         adapter.wait_http_ok(admin + "/readyz")
-        sender = threading.Thread(target=send_frames, args=(port, frames), daemon=True)
+        def send_until_stopped() -> None:
+            with contextlib.suppress(OSError):  # the adapter is stopped while the send blocks
+                send_frames(port, frames)
+
+        sender = threading.Thread(target=send_until_stopped, daemon=True)
         sender.start()
         buffered, stable_since = -1, time.perf_counter()
         while time.perf_counter() - stable_since < 3.0 and sender.is_alive():
