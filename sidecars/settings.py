@@ -254,6 +254,7 @@ class RemoteOutputSettings:
     otlp_encoding: str
     otlp_compression: str
     otlp_headers: tuple[tuple[str, str], ...]
+    otlp_sigv4: str | None
     http_compression: str
     http_headers: tuple[tuple[str, str], ...]
     emf_namespace: str | None
@@ -318,12 +319,19 @@ def _remote_outputs(
     region = reader.get("CLOUDWATCH_REGION", str.strip) or (
         env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
     )
-    if region is None and any(
-        output.startswith("cloudwatch://") for output in (*outputs, emf_output or "")
+    sigv4 = reader.get("OTLP_SIGV4", p.choice("logs", "xray", "aps", "osis"))
+    if region is None and (
+        sigv4 is not None
+        or any(output.startswith("cloudwatch://") for output in (*outputs, emf_output or ""))
     ):
         reader.problems.append(
-            "LOGADAPTER_CLOUDWATCH_REGION is required with a cloudwatch:// output "
-            "(or AWS_REGION / AWS_DEFAULT_REGION): e.g. eu-west-1"
+            "LOGADAPTER_CLOUDWATCH_REGION is required with a cloudwatch:// output or "
+            "LOGADAPTER_OTLP_SIGV4 (or AWS_REGION / AWS_DEFAULT_REGION): e.g. eu-west-1"
+        )
+    if sigv4 is not None and not _installed("botocore"):
+        reader.problems.append(
+            "LOGADAPTER_OTLP_SIGV4 needs the 'cloudwatch' extra (pip install "
+            "'sidecars[cloudwatch]'), which is not installed"
         )
     retention = reader.get("CLOUDWATCH_RETENTION_DAYS", p.int_range(1))
     if retention is not None and retention not in _RETENTION_DAYS:
@@ -344,6 +352,7 @@ def _remote_outputs(
         otlp_encoding=reader.get("OTLP_ENCODING", p.choice("protobuf", "json"), "protobuf"),
         otlp_compression=reader.get("OTLP_COMPRESSION", compression, "gzip"),
         otlp_headers=reader.get("OTLP_HEADERS", header_list, ()),
+        otlp_sigv4=sigv4,
         http_compression=reader.get("HTTP_COMPRESSION", compression, "none"),
         http_headers=reader.get("HTTP_HEADERS", header_list, ()),
         emf_namespace=emf_namespace,

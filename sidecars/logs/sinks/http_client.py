@@ -12,11 +12,12 @@ on its answer.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import random as random_module
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -61,15 +62,27 @@ class RetrySchedule:
         self.failures = 0
 
 
+class RequestSigner(Protocol):
+    def signed_headers(self, url: str, headers: dict[str, str], body: bytes) -> dict[str, str]:
+        """``headers`` plus the signature's (blocking: runs in a thread)."""
+        ...
+
+
 class HttpPoster:
     """POSTs bodies to one URL over a kept-alive aiohttp session."""
 
     def __init__(
-        self, url: str, headers: tuple[tuple[str, str], ...], *, gzip_body: bool
+        self,
+        url: str,
+        headers: tuple[tuple[str, str], ...],
+        *,
+        gzip_body: bool,
+        signer: RequestSigner | None = None,
     ) -> None:
         self.url = url
         self.headers = dict(headers)
         self.gzip_body = gzip_body
+        self.signer = signer
         self.retry = RetrySchedule()
         self._session: aiohttp.ClientSession | None = None
         self.requests = 0
@@ -79,7 +92,6 @@ class HttpPoster:
         if self._session is None:  # made on first use: it belongs to the running loop
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=REQUEST_TIMEOUT),
-                headers=self.headers,
                 auto_decompress=True,
             )
         return self._session
@@ -87,17 +99,21 @@ class HttpPoster:
     async def post(self, body: bytes, content_type: str) -> bytes:
         """The answer's body once the destination took ``body``; raises ``RetryLater`` or
         ``HttpRejected``."""
-        headers = {"Content-Type": content_type}
+        headers = {**self.headers, "Content-Type": content_type}
         if self.gzip_body:
             body = gzip.compress(body, GZIP_LEVEL)
             headers["Content-Encoding"] = "gzip"
         self.requests += 1
         try:
+            if self.signer is not None:
+                headers = await asyncio.to_thread(
+                    self.signer.signed_headers, self.url, headers, body
+                )
             async with self._client().post(self.url, data=body, headers=headers) as response:
                 answer = await response.read()
                 status = response.status
                 retry_after = response.headers.get("Retry-After")
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+        except (aiohttp.ClientError, TimeoutError, OSError, LookupError) as error:
             self.last_status = None
             raise self.retry.failed(f"{type(error).__name__}: {error}") from error
         self.last_status = status
@@ -120,6 +136,7 @@ class HttpPoster:
         return {
             "url": self.url,
             "gzip": self.gzip_body,
+            "signed": self.signer is not None,
             "requests": self.requests,
             "last_status": self.last_status,
             "consecutive_failures": self.retry.failures,

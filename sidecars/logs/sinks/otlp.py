@@ -5,9 +5,10 @@ scope; see ``otlp_mapping``), protobuf (opentelemetry-proto) or JSON (the OTLP/J
 hex trace and span ids, 64-bit integers as strings) per ``LOGADAPTER_OTLP_ENCODING``, gzipped
 by default, POSTed to ``/v1/logs`` unless the URL names a path, with the headers of
 ``LOGADAPTER_OTLP_HEADERS`` (CloudWatch's OTLP endpoint takes ``x-aws-log-group`` and
-``x-aws-log-stream``). The answer's ``partialSuccess.rejectedLogRecords`` are counted as
-dropped (reason ``otlp_rejected``) and not resent, as the OTLP specification asks; retries
-(429/503 ``Retry-After`` included) are ``http_client``'s.
+``x-aws-log-stream``) and, with ``LOGADAPTER_OTLP_SIGV4=logs``, SigV4-signed as that endpoint
+asks. The answer's ``partialSuccess.rejectedLogRecords`` are counted as dropped (reason
+``otlp_rejected``) and not resent, as the OTLP specification asks; retries (429/503
+``Retry-After`` included) are ``http_client``'s.
 """
 
 from __future__ import annotations
@@ -214,10 +215,16 @@ class OtlpSink:
     def __init__(self, name: str, settings: RemoteOutputSettings) -> None:
         self.name = name
         self.encoding = settings.otlp_encoding
+        signer = None
+        if settings.otlp_sigv4 is not None and settings.cloudwatch_region is not None:
+            from sidecars.logs.sinks.sigv4 import SigV4Signer  # noqa: PLC0415 (botocore: optional)
+
+            signer = SigV4Signer(settings.otlp_sigv4, settings.cloudwatch_region)
         self._poster = HttpPoster(
             endpoint_url(name),
             settings.otlp_headers,
             gzip_body=settings.otlp_compression == "gzip",
+            signer=signer,
         )
         self.records_rejected = 0
 

@@ -23,6 +23,8 @@ class Received:
     path: str
     headers: dict[str, str]
     body: bytes
+    raw: bytes = b""
+    """The body as it came (gzipped when it was)."""
 
 
 @dataclass(frozen=True)
@@ -77,11 +79,11 @@ class HttpReceiver:
                     receiver._connections.add(self.connection)
 
             def do_POST(self) -> None:
-                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                if self.headers.get("Content-Encoding") == "gzip":
-                    body = gzip.decompress(body)
+                raw = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                gzipped = self.headers.get("Content-Encoding") == "gzip"
+                body = gzip.decompress(raw) if gzipped else raw
                 headers = {name.lower(): value for name, value in self.headers.items()}
-                answer = receiver._handle(Received(self.path, headers, body))
+                answer = receiver._handle(Received(self.path, headers, body, raw))
                 self.send_response(answer.status)
                 for name, value in answer.headers.items():
                     self.send_header(name, value)

@@ -9,6 +9,10 @@ import subprocess
 from collections.abc import Iterator
 
 import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from cloudwatch_support import AWS_ENV, REGION
 from http_receiver import Answer, HttpReceiver, Received
 from logadapter_support import Adapter, StartAdapter, wait_for
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -164,3 +168,36 @@ def test_429_with_retry_after_is_honoured_and_a_stopped_receiver_loses_nothing(
     write(sender, "".join(f"event {n}\n" for n in range(1000, 1500)), close=True)
     bodies = [record["body"] for record in all_records(receiver)]
     assert set(bodies) == {f"event {n}" for n in range(1500)}
+
+
+def test_requests_are_sigv4_signed_for_cloudwatch_s_otlp_endpoint(
+    adapters: StartAdapter, receiver: HttpReceiver
+) -> None:
+    sender = start_sender(
+        adapters,
+        f"otlp+{receiver.url}",
+        LOGADAPTER_OTLP_SIGV4="logs",
+        LOGADAPTER_CLOUDWATCH_REGION=REGION,
+        LOGADAPTER_OTLP_HEADERS="x-aws-log-group=/ecs/shop,x-aws-log-stream=checkout",
+        **AWS_ENV,
+    )
+    write(sender, "signed\n", close=True)
+    (request,) = receiver.taken
+    authorization = request.headers["authorization"]
+    scope = f"Credential=testing/{request.headers['x-amz-date'][:8]}/{REGION}/logs/aws4_request"
+    assert authorization.startswith(f"AWS4-HMAC-SHA256 {scope}")
+    signed = authorization.split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert {"host", "x-amz-date", "x-aws-log-group", "content-encoding"} <= set(signed)
+    # The signature itself, recomputed by botocore from what arrived
+    again = AWSRequest(
+        method="POST",
+        url=f"{receiver.url}{request.path}",
+        data=request.raw,
+        headers={name: request.headers[name] for name in signed},
+    )
+    again.context["timestamp"] = request.headers["x-amz-date"]
+    auth = SigV4Auth(Credentials("testing", "testing"), "logs", REGION)
+    canonical = auth.canonical_request(again)
+    expected = auth.signature(auth.string_to_sign(again, canonical), again)
+    assert authorization.endswith(f"Signature={expected}")
+    assert [record["body"] for record in all_records(receiver)] == ["signed"]

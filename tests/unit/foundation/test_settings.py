@@ -236,6 +236,7 @@ def test_log_adapter_remote_output_problems() -> None:
             "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS": "2",
             "LOGADAPTER_OTLP_ENCODING": "thrift",
             "LOGADAPTER_OTLP_HEADERS": "no-equals-sign",
+            "LOGADAPTER_OTLP_SIGV4": "s3",
         },
     )
     joined = "\n".join(problems)
@@ -246,6 +247,7 @@ def test_log_adapter_remote_output_problems() -> None:
     assert "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS='2'" in joined
     assert "LOGADAPTER_OTLP_ENCODING='thrift'" in joined
     assert "LOGADAPTER_OTLP_HEADERS='no-equals-sign'" in joined
+    assert "LOGADAPTER_OTLP_SIGV4='s3'" in joined
 
 
 def test_emf_output_defaults_to_the_first_cloudwatch_output_else_stdout() -> None:
