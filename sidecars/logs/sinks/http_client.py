@@ -7,7 +7,8 @@ on its answer.
   backoff over consecutive failures. A collector that is down, restarting, throttling or
   misconfigured (credentials, path) keeps the batch in the buffer until it takes it.
 - 400, 413, 415, 422 and the other 4xx: the batch itself is refused and sending it again cannot
-  help: ``HttpRejected``; the output counts its records as dropped and moves on.
+  help: ``HttpRejected``; the output counts its records as dropped and moves on (after sending
+  a 413's batch again in halves).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ GZIP_LEVEL = 1
 """gzip's fastest level: a batch of log lines still shrinks 5-10x, at several times the speed
 of the default level."""
 RETRIED_STATUSES = frozenset({401, 403, 404, 408, 429})
+PAYLOAD_TOO_LARGE = 413
+"""Refused for its size: the outputs send such a batch again in halves."""
 
 
 class HttpRejected(Exception):

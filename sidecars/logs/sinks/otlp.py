@@ -27,7 +27,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
 from sidecars.logs.buffer import Batch
-from sidecars.logs.sinks.http_client import HttpPoster, HttpRejected
+from sidecars.logs.sinks.http_client import PAYLOAD_TOO_LARGE, HttpPoster, HttpRejected
 from sidecars.logs.sinks.otlp_mapping import OtelLog, Resource, resource_of, scope_of, to_otel
 from sidecars.observability import LOG_RECORDS_DROPPED, get_logger
 from sidecars.settings import RemoteOutputSettings
@@ -243,10 +243,13 @@ class OtlpSink:
         return records
 
     async def write(self, batch: Batch) -> None:
+        records = self._records(batch)
+        if records:
+            await self._send(records)
+
+    async def _send(self, records: list[dict[str, Any]]) -> None:
         observed = time.time_ns()
-        groups, count = group_records(self._records(batch), observed)
-        if not count:
-            return
+        groups, count = group_records(records, observed)
         if self.encoding == "json":
             body, rejected_in = encode_json(groups, observed), rejected_json
         else:
@@ -254,6 +257,11 @@ class OtlpSink:
         try:
             answer = await self._poster.post(body, CONTENT_TYPES[self.encoding])
         except HttpRejected as error:
+            if error.status == PAYLOAD_TOO_LARGE and count > 1:
+                log.info("otlp_batch_halved", output=self.name, records=count)
+                await self._send(records[: count // 2])
+                await self._send(records[count // 2 :])
+                return
             self._dropped(count, f"HTTP {error.status}", str(error))
             return
         try:

@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Iterator
 
 import pytest
-from http_receiver import HttpReceiver
+from http_receiver import Answer, HttpReceiver, Received
 from logadapter_support import StartAdapter, wait_for
 from support import metric_value
 
@@ -97,3 +97,27 @@ def test_a_refused_batch_is_counted_as_dropped_and_not_resent(
     assert messages(receiver) == ["taken"]
     assert len(receiver.refused) == 1
     assert "http_output_rejected" in [event["event"] for event in sender.process_logs()]
+
+
+def test_a_batch_too_large_for_the_collector_is_sent_again_in_halves(
+    adapters: StartAdapter,
+) -> None:
+    def at_most_two_lines(request: Received) -> Answer:
+        return Answer(413 if request.body.count(b"\n") > 2 else 200, {})
+
+    small = HttpReceiver(at_most_two_lines).start()
+    try:
+        sender = adapters(
+            {"LOGADAPTER_INPUTS": "stdin", "LOGADAPTER_OUTPUTS": f"{small.url}/ingest"},
+            stdin=subprocess.PIPE,
+        )
+        assert sender.process is not None and sender.process.stdin is not None
+        sender.process.stdin.write(b"".join(b"line %d\n" % n for n in range(9)))
+        sender.process.stdin.close()
+        assert sender.process.wait(30) == 0
+    finally:
+        small.stop()
+    assert sorted(messages(small)) == [f"line {n}" for n in range(9)]
+    assert small.refused  # the first, whole batch was too large
+    assert all(body.count(b"\n") <= 2 for body in small.bodies())
+    assert "http_output_rejected" not in [event["event"] for event in sender.process_logs()]

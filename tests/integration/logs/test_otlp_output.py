@@ -201,3 +201,18 @@ def test_requests_are_sigv4_signed_for_cloudwatch_s_otlp_endpoint(
     expected = auth.signature(auth.string_to_sign(again, canonical), again)
     assert authorization.endswith(f"Signature={expected}")
     assert [record["body"] for record in all_records(receiver)] == ["signed"]
+
+
+def test_a_request_too_large_is_sent_again_in_halves(adapters: StartAdapter) -> None:
+    receiver = HttpReceiver(lambda request: Answer(413 if len(decoded(request)) > 2 else 200, {}))
+    receiver.start()
+    try:
+        sender = start_sender(adapters, f"otlp+{receiver.url}")
+        write(sender, "".join(f"line {n}\n" for n in range(9)), close=True)
+    finally:
+        receiver.stop()
+    assert sorted(record["body"] for record in all_records(receiver)) == [
+        f"line {n}" for n in range(9)
+    ]
+    assert receiver.refused
+    assert all(len(decoded(request)) <= 2 for request in receiver.taken)
