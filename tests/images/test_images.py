@@ -29,10 +29,10 @@ NOT_SHIPPED = {"pip", "setuptools", "wheel", "mypy"}
 SHIPPED_EXTRAS = {
     "circuit-breaker": {"redis"},
     "ambassador": {"redis"},
-    "log-adapter": {"aiohttp"},
+    "log-adapter": {"aiohttp", "botocore", "opentelemetry"},
     "examples": {"aiohttp"},
 }
-OPTIONAL = {"redis", "aiohttp"}
+OPTIONAL = {"redis", "aiohttp", "botocore", "opentelemetry"}
 
 
 class Upstream(BaseHTTPRequestHandler):
