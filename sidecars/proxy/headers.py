@@ -190,7 +190,6 @@ class RequestIds:
 _TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
 _ZERO_TRACE_ID = b"0" * 32
 _ZERO_SPAN_ID = b"0" * 16
-_SPAN_BITS = (1 << 64) - 1
 # tracestate: what is kept untouched; longer, list-members are dropped as section 3.3.1.5 says
 # (those over 128 characters first, then from the end).
 TRACESTATE_MAX = 512
@@ -237,25 +236,26 @@ class TraceContext:
 
     One span per request, whatever its attempts: every attempt carries the same span id (the
     attempts are told apart by ``X-Sidecar-Attempt``), which is the ``span_id`` of the access
-    line. ``randbits`` is ``random.Random().getrandbits`` (seeded from os.urandom; trace ids
-    need to be unique, not secret: OpenTelemetry's SDKs make them so) unless a test passes its
-    own.
+    line. ``randbytes`` is ``random.Random().randbytes`` (seeded from os.urandom; trace ids
+    need to be unique, not secret: OpenTelemetry's SDKs make them so, and a system call per
+    request would cost more) unless a test passes its own.
     """
 
-    __slots__ = ("_randbits",)
+    __slots__ = ("_randbytes",)
 
-    def __init__(self, randbits: Callable[[int], int] | None = None) -> None:
-        self._randbits = random.Random().getrandbits if randbits is None else randbits
+    def __init__(self, randbytes: Callable[[int], bytes] | None = None) -> None:
+        self._randbytes = random.Random().randbytes if randbytes is None else randbytes
 
     def begin(self, head: RequestHead) -> bool:
-        """Set the trace fields of ``head``; True when the client sent trace context that
+        """Set the trace fields of ``head``; True when the client sent a ``traceparent`` that
         was not valid (replaced by a new trace, as the spec says)."""
         lines = head.trace_lines
         parent: tuple[bytes, ...] | None = None
         if lines is not None:
             tracestate: list[bytes] = []
             for index in range(0, len(lines), 4):
-                if lines[index].lower() == b"tracestate":
+                # The header roles let only these two names through: their lengths tell them.
+                if len(lines[index]) == len(b"tracestate"):
                     tracestate.append(lines[index + 2])
                 elif parent is None:
                     parent = parse_traceparent(lines[index + 2]) or ()
@@ -263,16 +263,22 @@ class TraceContext:
                     parent = ()  # more than one traceparent: not valid
             if parent:
                 head.trace_id, head.parent_id, head.trace_flags = parent
-                head.span_id = b"%016x" % (self._randbits(64) or 1)
+                head.span_id = self._new_ids()[1]
                 if tracestate:
                     head.tracestate = bounded_tracestate(b",".join(tracestate))
                 return False
-        bits = self._randbits(192)
-        head.trace_id = b"%032x" % ((bits >> 64) or 1)
-        head.span_id = b"%016x" % ((bits & _SPAN_BITS) or 1)
+        head.trace_id, head.span_id = self._new_ids()
         head.trace_flags = SAMPLED
         # tracestate alone belongs to no trace: dropped, but not invalid.
         return parent is not None
+
+    def _new_ids(self) -> tuple[bytes, bytes]:
+        """A random trace id and span id, in hex (all zeros is not an id: drawn again)."""
+        while True:
+            ids = self._randbytes(24).hex().encode()
+            trace_id, span_id = ids[:32], ids[32:]
+            if trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID:
+                return trace_id, span_id
 
 
 def status_line(status: int, reason: bytes) -> bytes:

@@ -62,7 +62,7 @@ class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
     cluster, ``timer_clock`` for connection deadlines, ``resolver`` for discovery,
     ``connector`` to open upstream connections, ``randrange`` for the balancer and the
-    backoff jitter, and ``randbits`` for trace and span ids."""
+    backoff jitter, and ``randbytes`` for trace and span ids."""
 
     def __init__(
         self,
@@ -78,7 +78,7 @@ class Route:
         timer_clock: Clock | None = None,
         connector: Connector | None = None,
         randrange: Random = random.randrange,
-        randbits: Callable[[int], int] | None = None,
+        randbytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -92,7 +92,7 @@ class Route:
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
         self.request_ids = request_ids
-        self.trace_context = TraceContext(randbits) if proxy.trace_context else None
+        self.trace_context = TraceContext(randbytes) if proxy.trace_context else None
         self.errors = ErrorResponses(settings.name)
         self.timeout = settings.timeout
         self.per_try_timeout = settings.per_try_timeout

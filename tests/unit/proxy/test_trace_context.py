@@ -16,20 +16,20 @@ UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbus
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
 CLIENT_TRACEPARENT = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
-# What the dice give: a new trace's 192 bits (trace id, then span id), or a span's 64.
+# What the dice give: 24 bytes, a trace id then a span id (a continued trace takes the span).
 NEW_TRACE = "0123456789abcdef0123456789abcdef"
 NEW_SPAN = "fedcba9876543210"
-OWN_SPAN = "1111111111111111"
 
 
-def dice() -> Callable[[int], int]:
-    def randbits(bits: int) -> int:
-        if bits == 192:
-            return int(NEW_TRACE + NEW_SPAN, 16)
-        assert bits == 64
-        return int(OWN_SPAN, 16)
+def dice(*draws: str) -> Callable[[int], bytes]:
+    """randbytes giving ``draws`` (hex) in turn, then NEW_TRACE + NEW_SPAN every time."""
+    queued = list(draws)
 
-    return randbits
+    def randbytes(size: int) -> bytes:
+        assert size == 24
+        return bytes.fromhex(queued.pop(0) if queued else NEW_TRACE + NEW_SPAN)
+
+    return randbytes
 
 
 def headers(sent: bytes, name: bytes) -> list[bytes]:
@@ -83,7 +83,7 @@ def test_tracestate_is_kept_whole_up_to_its_bound_then_cut_as_the_spec_says() ->
 
 
 async def test_a_request_without_trace_context_begins_a_trace(wire: Any) -> None:
-    w = wire("ambassador", randbits=dice())
+    w = wire("ambassador", randbytes=dice())
     await w.send(b"GET / HTTP/1.1\r\nHost: a\r\nTracestate: lone=1\r\n\r\n")
     sent = w.sent_upstream()
     assert headers(sent, b"traceparent") == [f"00-{NEW_TRACE}-{NEW_SPAN}-01".encode()]
@@ -98,7 +98,7 @@ async def test_a_request_without_trace_context_begins_a_trace(wire: Any) -> None
 
 
 async def test_a_valid_traceparent_is_continued_with_the_sidecars_own_span(wire: Any) -> None:
-    w = wire("ambassador", randbits=dice())
+    w = wire("ambassador", randbytes=dice())
     before = replaced_total()
     await w.send(
         b"GET / HTTP/1.1\r\nHost: a\r\ntraceparent: %b\r\n"
@@ -106,13 +106,13 @@ async def test_a_valid_traceparent_is_continued_with_the_sidecars_own_span(wire:
         % CLIENT_TRACEPARENT.encode()
     )
     sent = w.sent_upstream()
-    assert headers(sent, b"traceparent") == [f"00-{CLIENT_TRACE}-{OWN_SPAN}-01".encode()]
+    assert headers(sent, b"traceparent") == [f"00-{CLIENT_TRACE}-{NEW_SPAN}-01".encode()]
     assert headers(sent, b"tracestate") == [b"congo=t61rcWkgMzE,rojo=00f067aa0ba902b7"]
     await w.answer(OK)
     line = w.access_lines()[-1]
     assert (line["trace_id"], line["span_id"], line["parent_span_id"]) == (
         CLIENT_TRACE,
-        OWN_SPAN,
+        NEW_SPAN,
         CLIENT_SPAN,
     )
     assert replaced_total() == before
@@ -130,7 +130,7 @@ async def test_a_valid_traceparent_is_continued_with_the_sidecars_own_span(wire:
 async def test_an_invalid_traceparent_is_replaced_by_a_new_trace(
     wire: Any, trace_headers: bytes
 ) -> None:
-    w = wire("ambassador", randbits=dice())
+    w = wire("ambassador", randbytes=dice())
     before = replaced_total()
     await w.send(b"GET / HTTP/1.1\r\nHost: a\r\n%b\r\n" % trace_headers)
     sent = w.sent_upstream()
@@ -142,7 +142,7 @@ async def test_an_invalid_traceparent_is_replaced_by_a_new_trace(
 
 
 async def test_every_attempt_carries_the_same_span(wire: Any) -> None:
-    w = wire("ambassador", randbits=dice(), backoff_base="0", backoff_max="0")
+    w = wire("ambassador", randbytes=dice(), backoff_base="0", backoff_max="0")
     await w.send(
         b"GET / HTTP/1.1\r\nHost: a\r\ntraceparent: %b\r\n\r\n" % CLIENT_TRACEPARENT.encode()
     )
@@ -150,15 +150,21 @@ async def test_every_attempt_carries_the_same_span(wire: Any) -> None:
     await w.answer(UNAVAILABLE)
     second = w.sent_upstream()
     assert headers(second, b"X-Sidecar-Attempt") == [b"2"]
-    expected = [f"00-{CLIENT_TRACE}-{OWN_SPAN}-01".encode()]
+    expected = [f"00-{CLIENT_TRACE}-{NEW_SPAN}-01".encode()]
     assert headers(first, b"traceparent") == headers(second, b"traceparent") == expected
     await w.answer(OK)
     line = w.access_lines()[-1]
-    assert (line["attempts"], line["span_id"]) == (2, OWN_SPAN)
+    assert (line["attempts"], line["span_id"]) == (2, NEW_SPAN)
+
+
+async def test_an_id_of_zeros_is_drawn_again(wire: Any) -> None:
+    w = wire("ambassador", randbytes=dice("00" * 16 + "ab" * 8, "cd" * 16 + "00" * 8))
+    await w.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert headers(w.sent_upstream(), b"traceparent") == [f"00-{NEW_TRACE}-{NEW_SPAN}-01".encode()]
 
 
 async def test_a_request_the_sidecar_refuses_is_logged_with_a_trace(wire: Any) -> None:
-    w = wire("ambassador", randbits=dice())
+    w = wire("ambassador", randbytes=dice())
     await w.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host: 400, no attempt
     assert w.received().startswith(b"HTTP/1.1 400")
     line = w.access_lines()[-1]
