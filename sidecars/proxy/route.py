@@ -184,7 +184,7 @@ class Route:
             self.outlier = OutlierFilter(
                 OutlierDetector(cluster_settings.outlier),
                 settings.breaker.slow_call,
-                _Ejections(proxy.sidecar, settings.name),
+                _Ejections(proxy.sidecar),
             )
             if all(d.static for d in self.discoveries) and all(
                 len(c.endpoints) * cluster_settings.outlier.max_ejected_percent < 100
@@ -278,13 +278,14 @@ def _pool_totals(cluster: Cluster) -> dict[str, int]:
 
 
 class _Ejections:
-    """sidecar_outlier_ejections_total children by reason."""
+    """sidecar_outlier_ejections_total children by (cluster name, reason)."""
 
-    def __init__(self, sidecar: str, upstream: str) -> None:
-        self._base = (sidecar, upstream)
+    def __init__(self, sidecar: str) -> None:
+        self._sidecar = sidecar
 
-    def __getitem__(self, reason: str) -> Any:
-        return obs.OUTLIER_EJECTIONS.labels(*self._base, reason)
+    def __getitem__(self, key: tuple[str, str]) -> Any:
+        cluster, reason = key
+        return obs.OUTLIER_EJECTIONS.labels(self._sidecar, cluster, reason)
 
 
 def _local_authorities(settings: RouteSettings) -> frozenset[bytes]:
