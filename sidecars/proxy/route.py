@@ -19,6 +19,7 @@ from sidecars import observability as obs
 from sidecars.observability import get_logger
 from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
+from sidecars.policies.faults import Drills
 from sidecars.policies.outlier import OutlierDetector
 from sidecars.policies.window import Clock
 from sidecars.proxy.accesslog import AccessLog
@@ -28,6 +29,7 @@ from sidecars.proxy.discovery import Discovery
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
+from sidecars.proxy.filters.faults import FaultFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.retry import RetryFilter
 from sidecars.proxy.headers import RequestIds
@@ -60,7 +62,8 @@ class ClientSide(Protocol):
 class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
     cluster, ``resolver`` for discovery, ``connector`` to open upstream connections, and
-    ``random`` (``randrange``) for the balancer and the backoff jitter."""
+    ``random`` (``randrange``) for the balancer, the backoff jitter and the fault draws;
+    ``drills``: the process's run-time faults (admin ``/faults``)."""
 
     def __init__(
         self,
@@ -75,6 +78,7 @@ class Route:
         clock: Clock = time.monotonic,
         connector: Connector | None = None,
         randrange: Random = random.randrange,
+        drills: Drills | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -184,6 +188,20 @@ class Route:
                 # Fixed endpoints, too few to eject any (one, at 50%): nothing to watch.
                 self.outlier.idle_hooks = ("on_response_head", "on_failure")
             filters.append(self.outlier)
+        # Fault injection: last, so the retry filter, the breaker and outlier detection judge
+        # an injected attempt as the endpoint's.
+        self.drills = drills if drills is not None else Drills(clock=clock)
+        if settings.protocol == "http":
+            filters.append(
+                FaultFilter(
+                    settings.faults,
+                    self.drills,
+                    sidecar=proxy.sidecar,
+                    upstream=settings.name,
+                    loop=loop,
+                    random=lambda: randrange(1 << 53) / (1 << 53),
+                )
+            )
         # Judged even with the breaker off: the attempts metric tells failures apart.
         self.chain = FilterChain(
             filters,
