@@ -191,17 +191,17 @@ class Route:
         # Fault injection: last, so the retry filter, the breaker and outlier detection judge
         # an injected attempt as the endpoint's.
         self.drills = drills if drills is not None else Drills(clock=clock)
+        self.faults: FaultFilter | None = None
         if settings.protocol == "http":
-            filters.append(
-                FaultFilter(
-                    settings.faults,
-                    self.drills,
-                    sidecar=proxy.sidecar,
-                    upstream=settings.name,
-                    loop=loop,
-                    random=lambda: randrange(1 << 53) / (1 << 53),
-                )
+            self.faults = FaultFilter(
+                settings.faults,
+                self.drills,
+                sidecar=proxy.sidecar,
+                upstream=settings.name,
+                loop=loop,
+                random=lambda: randrange(1 << 53) / (1 << 53),
             )
+            filters.append(self.faults)
         # Judged even with the breaker off: the attempts metric tells failures apart.
         self.chain = FilterChain(
             filters,
@@ -261,6 +261,7 @@ class Route:
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "retry_budget": self.retry.budget.snapshot(),
             "outlier": self.outlier.status() if self.outlier is not None else None,
+            "faults": self.faults.status() if self.faults is not None else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
