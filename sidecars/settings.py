@@ -474,6 +474,7 @@ def _route_settings(
     )
     ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
     route_name: str = reader.get("NAME", str.strip, name)
+    faults = _fault_settings(reader, parent.faults if parent is not None else None)
     if upstream is None:
         return None
     if protocol == "tcp" and upstream.scheme != "tcp":
@@ -514,7 +515,7 @@ def _route_settings(
         breaker=breaker,
         retry=retry,
         cluster=cluster,
-        faults=_fault_settings(reader, parent.faults if parent is not None else None),
+        faults=faults,
     )
 
 
