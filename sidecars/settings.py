@@ -34,6 +34,7 @@ __all__ = [
     "FaultSettings",
     "HostPort",
     "LogAdapterSettings",
+    "OutlierSettings",
     "ProxySettings",
     "RetryOn",
     "RetrySettings",
@@ -122,7 +123,9 @@ def upstream_url(raw: str) -> Upstream:
     prefix = parts.path.rstrip("/")
     upstream = Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
     if upstream.srv and port is not None:
-        raise ValueError("an SRV name (_service._proto.name) takes its ports from DNS: no port")
+        raise ValueError(
+            "an SRV name (_service._proto.name) without a port: its ports come from DNS"
+        )
     return upstream
 
 

@@ -292,7 +292,7 @@ class Exchange(RequestHead):
             remaining = self.remaining()
             per_try = route.per_try_timeout
             budget = remaining if per_try is None or per_try > remaining else per_try
-        head_deadline = route.loop.time() + budget
+        head_deadline = route.timer_clock() + budget
         endpoint = self.endpoint = self.cluster.pick(self.tried)
         if endpoint is None:
             # No endpoint at all: the names of the cluster did not resolve (yet).
@@ -315,13 +315,16 @@ class Exchange(RequestHead):
 
     def _hold(self, delay: Delay, head_deadline: float) -> None:
         """A filter's ``Delay``: the attempt goes on after it (still WAITING meanwhile)."""
-        loop = self.route.loop
+        route = self.route
+        loop = route.loop
         if not delay.in_attempt:
             head_deadline += delay.seconds
-        elif loop.time() + delay.seconds >= head_deadline:
-            # Held past its deadline: the attempt times out as a slow upstream's would.
-            self.pending = loop.call_at(head_deadline, self._held_too_long)
-            return
+        else:
+            left = head_deadline - route.timer_clock()
+            if delay.seconds >= left:
+                # Held past its deadline: the attempt times out as a slow upstream's would.
+                self.pending = loop.call_later(max(0.0, left), self._held_too_long)
+                return
         self.pending = loop.call_later(delay.seconds, self._go_on, delay, head_deadline)
 
     def _held_too_long(self) -> None:
@@ -339,7 +342,7 @@ class Exchange(RequestHead):
         if conn is not None:
             self._send(conn, head_deadline)
             return
-        budget = max(0.0, head_deadline - route.loop.time())
+        budget = max(0.0, head_deadline - route.timer_clock())
         self._dial(endpoint.pool, min(budget, route.connect_timeout), head_deadline)
 
     def _dial(self, pool: ConnectionPool, timeout: float, head_deadline: float) -> None:
@@ -425,7 +428,7 @@ class Exchange(RequestHead):
         remaining = self.remaining()
         route = self.route
         self._dial(
-            endpoint.pool, min(remaining, route.connect_timeout), route.loop.time() + remaining
+            endpoint.pool, min(remaining, route.connect_timeout), route.timer_clock() + remaining
         )
 
     def remaining(self) -> float:

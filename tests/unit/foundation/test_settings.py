@@ -50,6 +50,61 @@ def test_upstream_forms() -> None:
             settings.upstream_url(bad)
 
 
+def test_cluster_settings_defaults_and_forms() -> None:
+    loaded = settings.load_proxy("breaker", {"BREAKER_UPSTREAM": "http://a:80, http://b:80"})
+    (route,) = loaded.routes
+    assert [u.host for u in route.upstream.urls] == ["a", "b"]
+    assert route.cluster.lb == "least-request"
+    assert route.cluster.outlier == settings.OutlierSettings(5, 30.0, 300.0, 50)
+    assert not route.cluster.health_checks
+    assert (route.cluster.health_check_interval, route.cluster.health_check_timeout) == (5, 1)
+    assert (route.cluster.healthy_threshold, route.cluster.unhealthy_threshold) == (2, 3)
+    assert loaded.dns_servers == ()
+    srv = settings.upstream_cluster("http://_payments._tcp.orders.local")
+    assert srv.srv and not settings.upstream_url("http://payments.orders.local").srv
+    tcp_srv = settings.upstream_cluster("tcp://_redis._tcp.cache.local")
+    assert tcp_srv.srv
+    loaded = settings.load_proxy(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://a:80",
+            "BREAKER_DNS_SERVERS": "10.0.0.2, 127.0.0.1:5353",
+            "BREAKER_LB": "ewma",
+            "BREAKER_HEALTH_CHECK_PATH": "/healthz",
+            "BREAKER_OUTLIER_CONSECUTIVE_FAILURES": "0",
+        },
+    )
+    assert [str(s) for s in loaded.dns_servers] == ["10.0.0.2:53", "127.0.0.1:5353"]
+    (route,) = loaded.routes
+    assert route.cluster.lb == "ewma" and route.cluster.health_checks
+    assert route.cluster.outlier.consecutive_failures == 0
+
+
+def test_cluster_settings_problems() -> None:
+    problems = load_problems(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://a:80,https://b:443",
+            "BREAKER_LB": "fastest",
+            "BREAKER_DNS_SERVERS": "dns.local",
+            "BREAKER_OUTLIER_MAX_EJECTED_PERCENT": "150",
+            "BREAKER_HEALTH_CHECK_PATH": "healthz",
+            "BREAKER_FALLBACK_UPSTREAM": "http://_api._tcp.x.local:8080",
+        },
+    )
+    joined = "\n".join(problems)
+    for variable in (
+        "BREAKER_UPSTREAM",
+        "BREAKER_LB",
+        "BREAKER_DNS_SERVERS",
+        "BREAKER_OUTLIER_MAX_EJECTED_PERCENT",
+        "BREAKER_HEALTH_CHECK_PATH",
+        "BREAKER_FALLBACK_UPSTREAM",
+    ):
+        assert variable in joined
+    assert "one scheme" in joined and "its ports come from DNS" in joined
+
+
 def test_every_problem_is_reported_at_once_with_variable_value_and_allowed() -> None:
     problems = load_problems(
         "breaker",
