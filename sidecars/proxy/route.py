@@ -43,6 +43,7 @@ from sidecars.proxy.pool import (
     client_tls_context,
 )
 from sidecars.proxy.resolver import Resolver
+from sidecars.proxy.tcp_faults import FaultyConnector
 from sidecars.settings import ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
@@ -198,7 +199,19 @@ class Route:
         # an injected attempt as the endpoint's.
         self.drills = drills if drills is not None else Drills(clock=clock)
         self.faults: FaultFilter | None = None
-        if settings.protocol == "http":
+        # What TCP-mode relays dial through (health checks use ``connector`` itself).
+        self.relay_connector: Connector = self.connector
+        self.relay_faults: FaultyConnector | None = None
+        if settings.protocol == "tcp":
+            self.relay_connector = self.relay_faults = FaultyConnector(
+                self.connector,
+                settings.faults,
+                self.drills,
+                sidecar=proxy.sidecar,
+                upstream=settings.name,
+                random=lambda: randrange(1 << 53) / (1 << 53),
+            )
+        else:
             self.faults = FaultFilter(
                 settings.faults,
                 self.drills,
@@ -267,7 +280,13 @@ class Route:
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "retry_budget": self.retry.budget.snapshot(),
             "outlier": self.outlier.status() if self.outlier is not None else None,
-            "faults": self.faults.status() if self.faults is not None else None,
+            "faults": (
+                self.faults.status()
+                if self.faults is not None
+                else self.relay_faults.status()
+                if self.relay_faults is not None
+                else None
+            ),
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
