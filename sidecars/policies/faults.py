@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
 from sidecars.envparse import duration
@@ -88,10 +89,14 @@ def _share(raw: str, what: str) -> tuple[str, float]:
 
 
 def abort_status(raw: str) -> int:
+    """A registered HTTP status from 200 to 599 (it is answered with its reason phrase)."""
     text = raw.strip()
-    if not text.isdigit() or not 200 <= int(text) <= 599:
-        raise ValueError("an HTTP status from 200 to 599")
+    if not text.isdigit() or not 200 <= int(text) <= 599 or int(text) not in _STATUSES:
+        raise ValueError("a registered HTTP status from 200 to 599")
     return int(text)
+
+
+_STATUSES = frozenset(int(status) for status in HTTPStatus)
 
 
 def parse_abort(raw: str) -> Fault:

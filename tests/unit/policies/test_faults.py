@@ -30,6 +30,7 @@ def test_the_variables_parse() -> None:
     [
         (parse_abort, "503"),
         (parse_abort, "99@10%"),
+        (parse_abort, "299@10%"),  # not a registered status: no reason phrase
         (parse_abort, "503@101%"),
         (parse_delay, "soon@5%"),
         (parse_reset, "-1%"),
