@@ -276,17 +276,12 @@ class Route:
             "upstream": str(settings.upstream),
             "fallback": str(settings.fallback) if settings.fallback else None,
             "lb": settings.cluster.lb,
-            "breaker": self.breaker.snapshot() if self.breaker is not None else None,
+            "breaker": None,
+            "outlier": None,
+            # HTTP routes' faults are the fault filter's part; TCP ones the relay connector's.
+            "faults": self.relay_faults.status() if self.relay_faults is not None else None,
+            **self.chain.status(),  # breaker, retry_budget, outlier: each filter's own part
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
-            "retry_budget": self.retry.budget.snapshot(),
-            "outlier": self.outlier.status() if self.outlier is not None else None,
-            "faults": (
-                self.faults.status()
-                if self.faults is not None
-                else self.relay_faults.status()
-                if self.relay_faults is not None
-                else None
-            ),
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
