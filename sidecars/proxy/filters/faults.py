@@ -46,6 +46,9 @@ _ABORT = b"x-sidecar-fault-abort"
 _DELAY = b"x-sidecar-fault-delay"
 _PERCENT = b"x-sidecar-fault-percent"
 FAULT_HEADERS = (_ABORT, _DELAY, _PERCENT)
+# The scope of the delay a request-scoped draw decided, kept on the exchange until its first
+# attempt (a scope no configured fault has).
+_HELD = "held"
 
 
 class FaultFilter(Filter):
@@ -93,14 +96,14 @@ class FaultFilter(Filter):
             return Answer(_fault_error(fault.status))
         if fault.kind == "reset":
             return CUT
-        exchange.fault = Fault("delay", 100.0, delay=fault.delay, scope="held")
+        exchange.fault = Fault("delay", 100.0, delay=fault.delay, scope=_HELD)
         return None
 
     def on_attempt(self, exchange: Exchange) -> Delay | Connection | None:
         own = exchange.fault
         if not self.drills.faults and not self.configured and own is None:
             return None  # the common case: nothing to inject
-        if own is not None and own.scope == "held":
+        if own is not None and own.scope == _HELD:
             exchange.fault = None  # a request-scoped delay: before the first attempt only
             return Delay(own.delay, in_attempt=False)
         fault = self._choose(exchange, "attempt")
@@ -139,7 +142,7 @@ class FaultFilter(Filter):
 
 
 def _fault_error(status: int) -> SidecarError:
-    return SidecarError(status, "fault_injected", "an injected fault (a drill)")
+    return SidecarError(status, "fault_injected", "an injected fault")
 
 
 def _header_fault(lines: list[bytes]) -> Fault | None:
