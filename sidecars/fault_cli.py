@@ -5,7 +5,8 @@
     sidecars fault --admin 127.0.0.1:9902 --list
     sidecars fault --admin 127.0.0.1:9902 --clear [ID]
 
-Prints the admin API's JSON answer; exits 0 when it succeeded, 1 otherwise.
+Prints the admin API's JSON answer; exits 0 when it succeeded, 1 when refused or
+unreachable (2 on a usage error, as argparse does).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 import orjson
 
+from sidecars.envparse import HostPort, host_port
+
 
 def add_parser(commands: Any) -> None:
     fault: argparse.ArgumentParser = commands.add_parser(
@@ -27,7 +30,9 @@ def add_parser(commands: Any) -> None:
         "ones (--list) or end them (--clear [ID]) through the admin API of a breaker or an "
         "ambassador; the token is read from SIDECAR_ADMIN_TOKEN. Every drill expires.",
     )
-    fault.add_argument("--admin", required=True, metavar="HOST:PORT", help="the admin address")
+    fault.add_argument(
+        "--admin", required=True, type=host_port, metavar="HOST:PORT", help="the admin address"
+    )
     what = fault.add_mutually_exclusive_group(required=True)
     what.add_argument("--abort", type=int, metavar="STATUS", help="answer with this status")
     what.add_argument("--delay", metavar="DURATION", help="hold requests this long (250ms)")
@@ -52,18 +57,19 @@ def run(args: argparse.Namespace) -> int:
         method, path, body = "DELETE", "/faults" + (f"/{args.clear}" if args.clear else ""), None
     else:
         method, path, body = "POST", "/faults", orjson.dumps(_drill(args))
-    host, _, port = args.admin.rpartition(":")
+    admin: HostPort = args.admin
+    host = "127.0.0.1" if admin.host in ("0.0.0.0", "::") else admin.host
     token = os.environ.get("SIDECAR_ADMIN_TOKEN", "").strip()
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    connection = http.client.HTTPConnection(host.strip("[]") or "127.0.0.1", int(port), timeout=5)
+    connection = http.client.HTTPConnection(host, admin.port, timeout=5)
     try:
         connection.request(method, path, body, headers)
         response = connection.getresponse()
         answer = response.read()
     except (OSError, http.client.HTTPException) as error:
-        print(f"sidecars fault: {args.admin}: {error!r}", file=sys.stderr)
+        print(f"sidecars fault: {admin}: {error!r}", file=sys.stderr)
         return 1
     finally:
         connection.close()
