@@ -195,3 +195,28 @@ async def test_the_cli_starts_lists_and_clears_drills(
     refused = await asyncio.to_thread(fault_command, proxy, "--abort", "503", "--for", "3h")
     assert refused.returncode == 1
     assert "bad_request" in refused.stderr
+
+
+async def test_a_request_scoped_drill_matching_a_header_faults_only_those_requests(
+    upstreams: Upstreams, proxies: Proxies
+) -> None:
+    upstream = await upstreams()
+    proxy = await proxies("ambassador", with_token(ambassador_env(upstream)))
+    drill = {
+        "abort": 500,
+        "duration": "1m",
+        "scope": "request",
+        "header": {"name": "X-User", "value": "tester"},
+    }
+    async with aiohttp.ClientSession() as session:
+        assert (await admin(session, proxy, "POST", body=drill))[0] == 201
+        status, headers, _ = await send(session, proxy, headers={"X-User": "tester"})
+        assert (status, headers["X-Sidecar-Error"], headers["X-Sidecar-Attempts"]) == (
+            500,
+            "fault_injected",
+            "0",
+        )
+        assert (await send(session, proxy, headers={"X-User": "other"}))[0] == 200
+        assert (await send(session, proxy))[0] == 200
+    assert upstream.hits == 2
+    assert await proxy.metric("sidecar_retries_total") == 0
