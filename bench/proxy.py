@@ -47,10 +47,14 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "ready")
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
+# Faults configured at 0% (none injected): forwarding within 3% of the same sidecar without.
+FAULTS_AT_ZERO = {"BREAKER_FAULT_ABORT": "503@0%", "BREAKER_FAULT_DELAY": "200ms@0%",
+                  "BREAKER_FAULT_RESET": "0%"}  # fmt: skip
+FAULTS_OVERHEAD_TARGET = 0.97
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
 
@@ -312,6 +316,7 @@ def sidecar(
     extra: dict[str, str] | None = None,
     force_open: bool = False,
     hosts: tuple[str, ...] = (LOOPBACK,),
+    name: str | None = None,
 ) -> Iterator[Contestant]:
     process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra, hosts)
     with process:
@@ -325,7 +330,7 @@ def sidecar(
             if status != 200:
                 raise BenchError(f"POST /breaker/open gave {status}: {body[:200]!r}")
         yield Contestant(
-            name=command + (" (open)" if force_open else ""),
+            name=name or command + (" (open)" if force_open else ""),
             role="sidecar",
             url=f"http://{LOOPBACK}:{port}/",
             expect_status=503 if force_open else 200,
@@ -447,6 +452,20 @@ def run_scenario(
                 ),
                 stack.enter_context(sidecar("breaker", upstream_port, log_level, hosts=hosts)),
             ]
+        elif name == "faults":
+            contestants = [
+                stack.enter_context(haproxy(upstream_port)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
+                stack.enter_context(
+                    sidecar(
+                        "breaker",
+                        upstream_port,
+                        log_level,
+                        extra=FAULTS_AT_ZERO,
+                        name="breaker (faults 0%)",
+                    )
+                ),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -522,10 +541,20 @@ def unmeasured_targets(scenario: str) -> list[Target]:
         return [Target("sidecar ready (median)", None, READY_TARGET_S, False, " s")]
     if scenario == "relay":
         return []
+    if scenario == "faults":
+        return [Target("faults: 0% faults / none", None, FAULTS_OVERHEAD_TARGET, True)]
     return [
         Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
         Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
     ]
+
+
+def faults_overhead(summaries: list[dict[str, Any]]) -> Target:
+    """The faults scenario's ratio with faults configured at 0% over the one without."""
+    ratios = {s["name"]: s["ratio_vs_peer"] for s in summaries}
+    with_faults, without = ratios.get("breaker (faults 0%)"), ratios.get("breaker")
+    overhead = with_faults / without if with_faults and without else None
+    return Target("faults: 0% faults / none", overhead, FAULTS_OVERHEAD_TARGET, at_least=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -609,6 +638,8 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             summaries = print_scenario(name, contestants)
             results["scenarios"][name] = {"contestants": summaries}
+            if name == "faults":
+                targets.append(faults_overhead(summaries))
             for summary in summaries:
                 if summary["role"] != "sidecar":
                     continue

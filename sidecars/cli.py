@@ -15,7 +15,7 @@ from typing import Any, NoReturn, cast
 
 import orjson
 
-from sidecars import observability, runtime, settings
+from sidecars import fault_cli, observability, runtime, settings
 
 EXIT_CONFIG = 2
 SIDECARS = ("breaker", "ambassador", "log-adapter")
@@ -130,6 +130,7 @@ def _parser() -> argparse.ArgumentParser:
     health.usage_error_status = 1
     health.add_argument("sidecar", choices=SIDECARS)
     health.add_argument("--ready", action="store_true", help="check /readyz instead")
+    fault_cli.add_parser(commands)
     return parser
 
 
@@ -191,6 +192,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "health":
         return _health(args.sidecar, args.ready)
+    if args.command == "fault":
+        return fault_cli.run(args)
     from sidecars.demo import main as demo_main  # noqa: PLC0415
 
     return demo_main(args.duration)

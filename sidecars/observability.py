@@ -316,6 +316,13 @@ OUTLIER_EJECTIONS = Counter(
     registry=PROXY_METRICS,
 )
 
+FAULTS_INJECTED = Counter(
+    "sidecar_faults_injected_total",
+    "Faults injected (P_FAULT_*, admin drills, fault headers), by kind: abort, delay, reset.",
+    [*_PROXY, "kind"],
+    registry=PROXY_METRICS,
+)
+
 
 class EndpointCollector:
     """Per-endpoint series read at scrape time from the clusters' plain counters (a

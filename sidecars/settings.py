@@ -17,7 +17,9 @@ from urllib.parse import unquote, urlsplit
 
 from sidecars import envparse as p
 from sidecars.envparse import ConfigError, EnvReader, HostPort
+from sidecars.policies import faults
 from sidecars.policies.balancer import BALANCERS
+from sidecars.policies.faults import Fault
 from sidecars.policies.outlier import OutlierSettings
 
 SidecarName = Literal["breaker", "ambassador", "log-adapter"]
@@ -30,6 +32,7 @@ __all__ = [
     "ClusterSettings",
     "CommonSettings",
     "ConfigError",
+    "FaultSettings",
     "HostPort",
     "LogAdapterSettings",
     "OutlierSettings",
@@ -198,6 +201,34 @@ class ClusterSettings:
         return self.health_check_path is not None
 
 
+# -- fault injection (P_FAULT_*) -------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FaultSettings:
+    """Faults injected on a route: from the environment (drills come at run time)."""
+
+    abort: Fault | None = None
+    delay: Fault | None = None
+    reset: Fault | None = None
+    scope: str = "attempt"
+    headers: bool = False
+
+
+def _fault_settings(reader: EnvReader, inherited: FaultSettings | None) -> FaultSettings:
+    base = inherited if inherited is not None else FaultSettings()
+    return FaultSettings(
+        abort=reader.get("FAULT_ABORT", faults.parse_abort, base.abort),
+        delay=reader.get("FAULT_DELAY", faults.parse_delay, base.delay),
+        reset=reader.get("FAULT_RESET", faults.parse_reset, base.reset),
+        scope=reader.get("FAULT_SCOPE", p.choice(*faults.SCOPES), base.scope),
+        headers=reader.get("FAULT_HEADERS", p.boolean, base.headers),
+    )
+
+
+# -- end of fault injection ------------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSettings:
     """One listener and the upstream behind it, with its own policies."""
@@ -214,6 +245,7 @@ class RouteSettings:
     breaker: BreakerSettings
     retry: RetrySettings
     cluster: ClusterSettings
+    faults: FaultSettings = FaultSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -591,6 +623,7 @@ def _route_settings(
     )
     ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
     route_name: str = reader.get("NAME", str.strip, name)
+    faults = _fault_settings(reader, parent.faults if parent is not None else None)
     if upstream is None:
         return None
     if protocol == "tcp" and upstream.scheme != "tcp":
@@ -631,6 +664,7 @@ def _route_settings(
         breaker=breaker,
         retry=retry,
         cluster=cluster,
+        faults=faults,
     )
 
 
@@ -864,6 +898,8 @@ def to_json_dict(settings: Any) -> Any:
     """Settings as JSON-ready data with secrets masked (for ``sidecars config`` and /status)."""
     if isinstance(settings, (Upstream, HostPort, RetryOn, UnixAddress)):
         return str(settings)
+    if isinstance(settings, Fault):
+        return settings.describe()
     if dataclasses.is_dataclass(settings) and not isinstance(settings, type):
         out: dict[str, Any] = {}
         for field in dataclasses.fields(settings):

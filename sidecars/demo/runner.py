@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -32,6 +33,7 @@ from sidecars.demo.script import (
     apply,
     scaled,
     speed_factor,
+    start_drill,
 )
 from sidecars.demo.supervisor import Supervisor
 from sidecars.demo.terminal import DemoSummary, Terminal
@@ -102,6 +104,7 @@ class DemoRun:
         self.phases_played = 0
         self.started_at = time.monotonic()
         self.played_seconds = 0.0
+        self.admin_token = secrets.token_urlsafe(16)  # for the drill, this run's only
 
     async def on_line(self, name: str, stream: Stream, line: bytes) -> None:
         """The adapter's output is counted; everything the app prints goes to the adapter."""
@@ -144,7 +147,11 @@ class DemoRun:
         self.terminal.banner(stack.describe(ports), sum(p.seconds for p in SCRIPT), speed)
         open_seconds = BREAKER_OPEN_SECONDS / speed
         ready = await self.supervisor.start(
-            session, [*stack.sidecars(ports, workdir, open_seconds), *stack.dependencies(ports)]
+            session,
+            [
+                *stack.sidecars(ports, workdir, open_seconds, self.admin_token),
+                *stack.dependencies(ports),
+            ],
         )
         ready.update(await self.supervisor.start(session, [stack.app(ports, workdir)]))
         self.terminal.started(ready)
@@ -190,6 +197,8 @@ class DemoRun:
         for index in itertools.count():
             phase = self.script[index % len(self.script)]
             await apply(phase, session, control)
+            if phase.drill:
+                await start_drill(phase, stack.drill_admin(self.ports), self.admin_token)
             self.phases_played += 1
             self.terminal.phase(
                 index % len(self.script) + 1, len(self.script), phase, self.elapsed()

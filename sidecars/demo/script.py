@@ -1,13 +1,17 @@
 """What happens to the dependencies over time: healthy -> blips -> outage -> recovery.
 
 The demo plays the chaos engineer: at each phase it sets both flaky dependencies through their
-``POST /control`` endpoint. ``speed`` compresses the script (tests run it at 2.5x) together
-with the breaker's open period, so every phase still shows.
+``POST /control`` endpoint; the blips are a fault drill started with ``sidecars fault``
+through the ambassador's admin API, lasting the phase. ``speed`` compresses the script (tests
+run it at 2.5x) together with the breaker's open period, so every phase still shows.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import os
+import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +42,7 @@ class Phase:
     headline: str
     inventory: Behaviour
     payments: Behaviour
+    drill: tuple[str, ...] = ()  # ``sidecars fault`` arguments; it lasts the phase
 
 
 SCRIPT: tuple[Phase, ...] = (
@@ -45,9 +50,11 @@ SCRIPT: tuple[Phase, ...] = (
     Phase(
         "blips",
         7.0,
-        "inventory fails 30% of calls (503); the ambassador retries them",
-        Behaviour(failure_rate=0.3),
+        "a drill: sidecars fault --abort 503 --percent 30 on the ambassador; its retries "
+        "absorb the injected failures",
         HEALTHY,
+        HEALTHY,
+        drill=("--abort", "503", "--percent", "30"),
     ),
     Phase(
         "outage",
@@ -90,3 +97,25 @@ async def apply(phase: Phase, session: aiohttp.ClientSession, control_urls: dict
             if response.status != 200:
                 body = await response.text()
                 raise RuntimeError(f"{name} refused {behaviour}: {response.status} {body}")
+
+
+async def start_drill(phase: Phase, admin: str, token: str) -> None:
+    """The phase's fault drill through the real ``sidecars fault`` command (it expires with
+    the phase); raises when refused."""
+    command = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "sidecars",
+        "fault",
+        "--admin",
+        admin,
+        *phase.drill,
+        "--for",
+        f"{phase.seconds:.3f}s",
+        env={**os.environ, "SIDECAR_ADMIN_TOKEN": token},
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await command.communicate()
+    if command.returncode != 0:
+        raise RuntimeError(f"sidecars fault {' '.join(phase.drill)}: {err.decode().strip()}")

@@ -87,8 +87,19 @@ def dependencies(ports: DemoPorts) -> list[ChildSpec]:
     ]
 
 
-def sidecars(ports: DemoPorts, workdir: Path, open_seconds: float) -> list[ChildSpec]:
-    common = {"SIDECAR_DRAIN_TIMEOUT": "2s", "SIDECAR_LOG_LEVEL": "info"}
+def drill_admin(ports: DemoPorts) -> str:
+    """The admin address the demo's fault drill goes to (``sidecars fault --admin``)."""
+    return _address(ports.ambassador_admin)
+
+
+def sidecars(
+    ports: DemoPorts, workdir: Path, open_seconds: float, admin_token: str
+) -> list[ChildSpec]:
+    common = {
+        "SIDECAR_DRAIN_TIMEOUT": "2s",
+        "SIDECAR_LOG_LEVEL": "info",
+        "SIDECAR_ADMIN_TOKEN": admin_token,  # the demo's own, for its fault drill
+    }
     return [
         ChildSpec(
             name="log-adapter",

@@ -33,6 +33,9 @@ class Connection(Protocol):
 
     def write(self, data: bytes) -> None: ...
 
+    def reuse(self) -> None:
+        """The response is over and the connection may serve another: back to its pool."""
+
     def close(self) -> None: ...
 
     def abort(self) -> None: ...

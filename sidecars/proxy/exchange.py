@@ -26,16 +26,18 @@ from typing import TYPE_CHECKING
 from sidecars.observability import get_logger
 from sidecars.proxy import errors, http1
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.filters import REPLAY, Answer
+from sidecars.proxy.filters import REPLAY, Answer, Delay
 from sidecars.proxy.pool import ConnectFailure, ConnectionPool
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from sidecars.policies.breaker import Permit
+    from sidecars.policies.faults import Fault
     from sidecars.policies.retry import RetryDecision
     from sidecars.proxy.client import ClientConnection
     from sidecars.proxy.cluster import Cluster, Endpoint
+    from sidecars.proxy.connection import Connection
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy")
@@ -59,6 +61,8 @@ _FAILURE_ANSWERS = {"timeout": errors.UPSTREAM_TIMEOUT, "dns": errors.UPSTREAM_U
 _SAVED_BODY_MAX = 64 * 1024
 # Status recorded in the access log when the client left before its answer (nginx's 499).
 CLIENT_GONE = 499
+# Status recorded when a filter cut the client's connection without an answer (nginx's 444).
+NO_RESPONSE = 444
 
 
 class IllegalTransition(RuntimeError):
@@ -70,7 +74,7 @@ class _SavedResponse:
 
     __slots__ = ("body", "complete", "parts", "size", "status", "status_line")
 
-    def __init__(self, conn: UpstreamConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.status = conn.status
         self.status_line = conn.status_line
         self.parts = conn.parts
@@ -83,7 +87,7 @@ class Exchange(RequestHead):
     """A client request: its head (parsed into the RequestHead fields) and the work of
     answering it. One object per request, since allocating is a large part of its cost.
     Filters keep their per-request state here (``permit``: the breaker's; ``replayed``: the
-    retry filter's)."""
+    retry filter's; ``fault``: the fault filter's)."""
 
     __slots__ = (
         "attempt",
@@ -99,6 +103,7 @@ class Exchange(RequestHead):
         "continued",
         "endpoint",
         "failure_detail",
+        "fault",
         "pending",
         "permit",
         "replayed",
@@ -122,12 +127,13 @@ class Exchange(RequestHead):
         self.attempt = 0
         self.attempt_started = 0.0
         self.permit: Permit | None = None
-        self.conn: UpstreamConnection | None = None
+        self.conn: Connection | None = None
         self.endpoint: Endpoint | None = None  # of the attempt under way
         self.tried: list[Endpoint] | None = None  # endpoints whose attempt failed
         self.pending: asyncio.Task[UpstreamConnection] | asyncio.Handle | None = None
         self.replayed = False
         self.failure_detail = ""
+        self.fault: Fault | None = None  # the fault filter's: this request's own fault
         self.continued = False
         self.body: list[bytes] | None = None  # the request body held for a dial or a replay
         self.body_size = 0
@@ -292,12 +298,52 @@ class Exchange(RequestHead):
             # No endpoint at all: the names of the cluster did not resolve (yet).
             self._attempt_failed(None, "dns", sent=False, detail=self.cluster.discovery_error)
             return
+        for attempt_hook in route.chain.attempt_hooks:
+            instead = attempt_hook(self)
+            if instead is not None:
+                if isinstance(instead, Delay):
+                    self._hold(instead, head_deadline)
+                else:
+                    self._send(instead, head_deadline)
+                return
         pool = endpoint.pool
         conn = pool.take()
         if conn is not None:
             self._send(conn, head_deadline)
         else:
             self._dial(pool, min(budget, route.connect_timeout), head_deadline)
+
+    def _hold(self, delay: Delay, head_deadline: float) -> None:
+        """A filter's ``Delay``: the attempt goes on after it (still WAITING meanwhile)."""
+        route = self.route
+        loop = route.loop
+        if not delay.in_attempt:
+            head_deadline += delay.seconds
+        else:
+            left = head_deadline - route.timer_clock()
+            if delay.seconds >= left:
+                # Held past its deadline: the attempt times out as a slow upstream's would.
+                self.pending = loop.call_later(max(0.0, left), self._held_too_long)
+                return
+        self.pending = loop.call_later(delay.seconds, self._go_on, delay, head_deadline)
+
+    def _held_too_long(self) -> None:
+        self.pending = None
+        self._attempt_failed(None, "timeout", sent=True)
+
+    def _go_on(self, delay: Delay, head_deadline: float) -> None:
+        self.pending = None
+        route = self.route
+        if not delay.in_attempt:
+            self.attempt_started = route.clock()
+        endpoint = self.endpoint
+        assert endpoint is not None
+        conn = endpoint.pool.take()
+        if conn is not None:
+            self._send(conn, head_deadline)
+            return
+        budget = max(0.0, head_deadline - route.timer_clock())
+        self._dial(endpoint.pool, min(budget, route.connect_timeout), head_deadline)
 
     def _dial(self, pool: ConnectionPool, timeout: float, head_deadline: float) -> None:
         task = self.route.loop.create_task(pool.connect(timeout))
@@ -323,7 +369,7 @@ class Exchange(RequestHead):
 
         task.add_done_callback(connected)
 
-    def _send(self, conn: UpstreamConnection, head_deadline: float) -> None:
+    def _send(self, conn: Connection, head_deadline: float) -> None:
         self.conn = conn
         # _enter(SENT), inlined on the per-request path
         if self.state * 8 + SENT not in _LEGAL:
@@ -350,7 +396,7 @@ class Exchange(RequestHead):
             self.client.resume_reading(self.client.PAUSED_BY_BODY)
 
     def _attempt_failed(
-        self, conn: UpstreamConnection | None, kind: str, *, sent: bool, detail: str = ""
+        self, conn: Connection | None, kind: str, *, sent: bool, detail: str = ""
     ) -> None:
         """An attempt ended without a response: the filters judge it and say what is next."""
         route = self.route
@@ -421,7 +467,7 @@ class Exchange(RequestHead):
 
     # -- driven by the upstream connection --------------------------------------------------
 
-    def on_response_head(self, conn: UpstreamConnection) -> None:
+    def on_response_head(self, conn: Connection) -> None:
         route = self.route
         status = conn.status
         if status == 101 and self.upgrade is None:
@@ -449,7 +495,7 @@ class Exchange(RequestHead):
             return
         self._respond(conn)
 
-    def _respond(self, conn: UpstreamConnection) -> None:
+    def _respond(self, conn: Connection) -> None:
         # _enter(STREAMING), inlined on the per-request path
         if self.state * 8 + STREAMING not in _LEGAL:
             self._illegal(STREAMING)
@@ -489,10 +535,10 @@ class Exchange(RequestHead):
             else:
                 saved.body.append(chunk)
 
-    def on_response_end(self, conn: UpstreamConnection) -> None:
+    def on_response_end(self, conn: Connection) -> None:
         self.conn = None
         if conn.keep_alive and self.sent_all:
-            conn.pool.put(conn)
+            conn.reuse()
         else:
             conn.close()
         if self.state != STREAMING:
@@ -508,7 +554,7 @@ class Exchange(RequestHead):
             self._enter(ANSWERED)
             self.client.flush()
 
-    def on_upstream_failure(self, conn: UpstreamConnection, kind: str) -> None:
+    def on_upstream_failure(self, conn: Connection, kind: str) -> None:
         """The connection failed (reset, timeout, garbage) before the response ended."""
         self.conn = None
         conn.abort()
@@ -549,7 +595,7 @@ class Exchange(RequestHead):
 
     # -- answers ----------------------------------------------------------------------------
 
-    def _save_and_retry(self, conn: UpstreamConnection, decision: RetryDecision) -> None:
+    def _save_and_retry(self, conn: Connection, decision: RetryDecision) -> None:
         """Retry, keeping this failed answer meanwhile: it is the client's answer if the
         circuit opens before another upstream answer comes."""
         self.saved = _SavedResponse(conn)
@@ -584,6 +630,12 @@ class Exchange(RequestHead):
             self._respond_saved()
             return
         client = self.client
+        if answer.error is None:  # CUT: no answer at all
+            self._abandon_attempt()
+            client.close_after = True
+            client.abort()
+            self._finish(NO_RESPONSE)
+            return
         # The hot case of an open circuit (a first attempt on a connection kept alive, as
         # _must_close() would judge): the answer is pre-built but for the request id.
         if (

@@ -11,6 +11,7 @@ from sidecars.observability import get_logger
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
+from sidecars.proxy.fault_drills import drills_for, faults_resource
 from sidecars.proxy.headers import RequestIds
 from sidecars.proxy.listener import DescriptorBudget, Listener, bind
 from sidecars.proxy.resolver import DnsResolver
@@ -31,6 +32,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     access_log = AccessLog(end_of_iteration, settings.sidecar) if settings.access_log else None
     resolver = DnsResolver(loop, settings.dns_servers)
     request_ids = RequestIds()
+    drills = drills_for(loop)  # admin /faults: every HTTP route injects them
     routes = [
         Route(
             settings,
@@ -40,6 +42,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             request_ids=request_ids,
             access_log=access_log,
             end_of_iteration=end_of_iteration,
+            drills=drills,
         )
         for route in settings.routes
     ]
@@ -54,6 +57,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             "sidecar": settings.sidecar,
             "settings": to_json_dict(settings),
             "routes": {route.name: route.status() for route in routes},
+            "fault_drills": drills.active(),
             "descriptors": {
                 **budget.status(),
                 "accepting": {
@@ -71,6 +75,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             "/breaker/close": _breaker_action(routes, "close"),
         },
         settings.common.admin_token,
+        {"/faults": faults_resource(drills, loop)},
     )
     await admin_server.start(settings.common.admin_listen)
     lifecycle.serving()

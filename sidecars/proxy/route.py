@@ -20,6 +20,7 @@ from sidecars import observability as obs
 from sidecars.observability import get_logger
 from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
+from sidecars.policies.faults import Drills
 from sidecars.policies.outlier import OutlierDetector
 from sidecars.policies.window import Clock
 from sidecars.proxy.accesslog import AccessLog
@@ -29,6 +30,7 @@ from sidecars.proxy.discovery import Discovery
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
+from sidecars.proxy.filters.faults import FaultFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.retry import RetryFilter
 from sidecars.proxy.headers import RequestIds, TraceContext
@@ -42,6 +44,7 @@ from sidecars.proxy.pool import (
     client_tls_context,
 )
 from sidecars.proxy.resolver import Resolver
+from sidecars.proxy.tcp_faults import FaultyConnector
 from sidecars.settings import ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
@@ -61,8 +64,9 @@ class ClientSide(Protocol):
 class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
     cluster, ``timer_clock`` for connection deadlines, ``resolver`` for discovery,
-    ``connector`` to open upstream connections, ``randrange`` for the balancer and the
-    backoff jitter, and ``randbytes`` for trace and span ids."""
+    ``connector`` to open upstream connections, ``randrange`` for the balancer, the backoff
+    jitter and the fault draws, ``randbytes`` for trace and span ids, and ``drills``: the
+    process's run-time faults (admin ``/faults``)."""
 
     def __init__(
         self,
@@ -79,6 +83,7 @@ class Route:
         connector: Connector | None = None,
         randrange: Random = random.randrange,
         randbytes: Callable[[int], bytes] | None = None,
+        drills: Drills | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -193,6 +198,32 @@ class Route:
                 # Fixed endpoints, too few to eject any (one, at 50%): nothing to watch.
                 self.outlier.idle_hooks = ("on_response_head", "on_failure")
             filters.append(self.outlier)
+        # Fault injection: last, so the retry filter, the breaker and outlier detection judge
+        # an injected attempt as the endpoint's.
+        self.drills = drills if drills is not None else Drills(clock=clock)
+        self.faults: FaultFilter | None = None
+        # What TCP-mode relays dial through (health checks use ``connector`` itself).
+        self.relay_connector: Connector = self.connector
+        self.relay_faults: FaultyConnector | None = None
+        if settings.protocol == "tcp":
+            self.relay_connector = self.relay_faults = FaultyConnector(
+                self.connector,
+                settings.faults,
+                self.drills,
+                sidecar=proxy.sidecar,
+                upstream=settings.name,
+                random=lambda: randrange(1 << 53) / (1 << 53),
+            )
+        else:
+            self.faults = FaultFilter(
+                settings.faults,
+                self.drills,
+                sidecar=proxy.sidecar,
+                upstream=settings.name,
+                loop=loop,
+                random=lambda: randrange(1 << 53) / (1 << 53),
+            )
+            filters.append(self.faults)
         # Judged even with the breaker off: the attempts metric tells failures apart.
         self.chain = FilterChain(
             filters,
@@ -250,6 +281,8 @@ class Route:
             "lb": settings.cluster.lb,
             "breaker": None,
             "outlier": None,
+            # HTTP routes' faults are the fault filter's part; TCP ones the relay connector's.
+            "faults": self.relay_faults.status() if self.relay_faults is not None else None,
             **self.chain.status(),  # breaker, retry_budget, outlier: each filter's own part
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "connections": len(self.connections),

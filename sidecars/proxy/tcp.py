@@ -124,7 +124,7 @@ class TcpRelay(asyncio.Protocol):
             self._dial_failed(ConnectFailure("connect", "no endpoint"))
             return
         self._dial = route.loop.create_task(
-            route.connector.connect(
+            route.relay_connector.connect(
                 endpoint.member.target,
                 lambda: TcpUpstream(self),
                 min(route.connect_timeout, self._remaining()),

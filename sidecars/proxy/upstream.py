@@ -146,6 +146,9 @@ class UpstreamConnection(asyncio.Protocol):
             assert self.transport is not None
             self.pool.outbox.write(self.transport, data)
 
+    def reuse(self) -> None:
+        self.pool.put(self)
+
     def close(self) -> None:
         """Close once the bytes written so far are out."""
         self.exchange = None

@@ -6,9 +6,17 @@ that override it, so a hook no filter implements costs nothing per request):
 
 ``on_request(exchange)``
     Before every attempt (``exchange.attempt`` is the number of attempts made so far).
-    Return ``None`` to admit, an ``Answer`` to answer without an attempt, or a cluster to
+    Return ``None`` to admit, an ``Answer`` to answer without an attempt (``CUT``: close the
+    client's connection without an answer, recorded as status 444), or a cluster to
     send this attempt (and the later ones) to instead. The first non-None verdict wins and
     the filters after it are not asked.
+``on_attempt(exchange)``
+    An endpoint was picked for this attempt (``exchange.endpoint``), nothing sent yet. Return
+    ``None`` to go on, a ``Delay`` to hold the attempt that long first (within its deadline),
+    or a ``Connection`` that answers in the upstream's place (``attach`` it is given the
+    exchange, then drives ``on_response_head``/``on_upstream_failure`` like a real one), so
+    every other filter judges that answer as the endpoint's. Fault injection uses it; the
+    first non-None verdict wins.
 ``on_response_head(exchange, conn, failed, elapsed)``
     The response head of an attempt arrived. ``failed``: the route's failure statuses say so;
     ``elapsed``: seconds since the attempt began (0.0 unless ``times_calls`` of some filter
@@ -45,13 +53,29 @@ REPLAY = RetryDecision(True, 0.0, "replay")
 
 
 class Answer:
-    """``on_request``'s verdict to answer with a sidecar-made response, not an attempt."""
+    """``on_request``'s verdict to answer with a sidecar-made response, not an attempt
+    (``error`` None: no answer at all, the client's connection is cut: ``CUT``)."""
 
     __slots__ = ("error", "retry_after")
 
-    def __init__(self, error: SidecarError, retry_after: int | None = None) -> None:
+    def __init__(self, error: SidecarError | None, retry_after: int | None = None) -> None:
         self.error = error
         self.retry_after = retry_after
+
+
+CUT = Answer(None)
+
+
+class Delay:
+    """``on_attempt``'s verdict to hold the attempt ``seconds`` before it goes on. With
+    ``in_attempt`` the time counts in the attempt (its deadline and its duration, as a slow
+    upstream would); without, the attempt starts afresh after it."""
+
+    __slots__ = ("in_attempt", "seconds")
+
+    def __init__(self, seconds: float, *, in_attempt: bool = True) -> None:
+        self.seconds = seconds
+        self.in_attempt = in_attempt
 
 
 class Filter:
@@ -64,6 +88,9 @@ class Filter:
     idle_hooks: tuple[str, ...] = ()
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
+        return None
+
+    def on_attempt(self, exchange: Exchange) -> Delay | Connection | None:
         return None
 
     def on_response_head(
@@ -99,6 +126,7 @@ class FilterChain:
     """A route's filters in order, and per hook the bound methods of those overriding it."""
 
     __slots__ = (
+        "attempt_hooks",
         "done_hooks",
         "failure_hooks",
         "failure_statuses",
@@ -126,6 +154,9 @@ class FilterChain:
 
         self.request_hooks: tuple[Callable[[Exchange], Answer | Cluster | None], ...] = hooks(
             "on_request"
+        )
+        self.attempt_hooks: tuple[Callable[[Exchange], Delay | Connection | None], ...] = (
+            hooks("on_attempt")
         )
         self.response_head_hooks: tuple[
             Callable[[Exchange, Connection, bool, float], RetryDecision | None], ...

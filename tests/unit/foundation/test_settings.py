@@ -376,3 +376,49 @@ def test_values_that_cannot_work_are_configuration_errors(
     [problem] = raised.value.problems
     assert problem.startswith(variable) and allowed in problem, problem
     assert "pw@" not in problem
+
+
+def test_fault_settings_defaults_forms_inheritance_and_problems() -> None:
+    from sidecars.policies.faults import Fault  # noqa: PLC0415
+
+    plain = settings.load_proxy("breaker", {"BREAKER_UPSTREAM": "http://a:1"}).routes[0]
+    assert plain.faults == settings.FaultSettings()
+    assert (plain.faults.scope, plain.faults.headers) == ("attempt", False)
+    loaded = settings.load_proxy(
+        "ambassador",
+        {
+            "AMBASSADOR_ROUTES": "payments,search",
+            "AMBASSADOR_FAULT_ABORT": "503@10%",
+            "AMBASSADOR_FAULT_SCOPE": "request",
+            "AMBASSADOR_ROUTE_PAYMENTS_UPSTREAM": "http://pay:1",
+            "AMBASSADOR_ROUTE_PAYMENTS_LISTEN": "127.0.0.1:16001",
+            "AMBASSADOR_ROUTE_SEARCH_UPSTREAM": "http://search:1",
+            "AMBASSADOR_ROUTE_SEARCH_LISTEN": "127.0.0.1:16002",
+            "AMBASSADOR_ROUTE_SEARCH_FAULT_DELAY": "250ms@5%",
+            "AMBASSADOR_ROUTE_SEARCH_FAULT_RESET": "2%",
+            "AMBASSADOR_ROUTE_SEARCH_FAULT_HEADERS": "on",
+        },
+    )
+    payments, search = (route.faults for route in loaded.routes)
+    assert payments == settings.FaultSettings(
+        abort=Fault("abort", 10.0, status=503), scope="request"
+    )
+    assert search == settings.FaultSettings(
+        abort=Fault("abort", 10.0, status=503),
+        delay=Fault("delay", 5.0, delay=0.25),
+        reset=Fault("reset", 2.0),
+        scope="request",
+        headers=True,
+    )
+    problems = load_problems(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://a:1",
+            "BREAKER_FAULT_ABORT": "503",
+            "BREAKER_FAULT_DELAY": "200ms",
+            "BREAKER_FAULT_RESET": "200%",
+            "BREAKER_FAULT_SCOPE": "everywhere",
+        },
+    )
+    assert len(problems) == 4
+    assert all("BREAKER_FAULT_" in problem for problem in problems)
