@@ -473,13 +473,15 @@ def _text_slots(record: Record) -> Iterator[tuple[dict[str, Any], str]]:
     """The free-text strings of a record outside ``attributes``."""
     yield record, "message"
     error = record.get("error")
-    if error:
-        yield error, "message"
+    if error:  # any of its fields may be missing (an error object with a stack alone)
+        if "message" in error:
+            yield error, "message"
         if "stack_trace" in error:
             yield error, "stack_trace"
     http = record.get("http")
     if http:
-        yield http, "path"
+        if "path" in http:
+            yield http, "path"
         if "referer" in http:
             yield http, "referer"
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import msgpack
 import orjson
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from sidecars.logs.buffer import encode_records
@@ -106,6 +106,8 @@ def json_text(value: Any) -> str:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(records, min_size=1, max_size=3))
+# Found by this test: an error object with a stack alone made the redactor raise.
+@example([{"": "\x80", 0: 1e12, "error": {"stack": ""}}])
 def test_json_lines_on_stdin_tail_and_syslog(values: list[dict[Any, Any]]) -> None:
     texts = ["before", *(json_text(value) for value in values), "after"]
     for env in ({}, {"FORMAT": "json"}, {"REDACT": "off"}, {"MULTILINE": "off"}):
