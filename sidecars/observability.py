@@ -310,6 +310,25 @@ OUTLIER_EJECTIONS = Counter(
     registry=PROXY_METRICS,
 )
 
+CANARY_WEIGHT = Gauge(
+    "sidecar_canary_weight",
+    "Percent of requests the canary rollout sends to the canary cluster.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+CANARY_REQUESTS = Counter(
+    "sidecar_canary_requests_total",
+    "Attempts by version (stable, canary) and status code (or failure kind without one).",
+    [*_PROXY, "version", "code"],
+    registry=PROXY_METRICS,
+)
+CANARY_TRANSITIONS = Counter(
+    "sidecar_canary_transitions_total",
+    "Canary rollout changes, by new state and reason.",
+    [*_PROXY, "to", "reason"],
+    registry=PROXY_METRICS,
+)
+
 
 class EndpointCollector:
     """Per-endpoint series read at scrape time from the clusters' plain counters (a
