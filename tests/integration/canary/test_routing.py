@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiohttp
-from proxy_parts import Proxies, RunningProxy, Upstreams, send
+from proxy_parts import Proxies, RunningProxy, Upstreams, eventually, send
 
 REQUESTS = 3000
 
@@ -112,3 +112,34 @@ async def test_a_failed_canary_attempt_is_retried_on_stable(
     assert (canary.hits, stable.hits) == (10, 10)
     assert await proxy.metric("sidecar_canary_requests_total", version="canary", code="503") == 10
     assert await proxy.metric("sidecar_canary_requests_total", version="stable", code="200") == 10
+
+
+async def test_a_canary_gets_weight_only_once_its_health_checks_pass(
+    upstreams: Upstreams, proxies: Proxies
+) -> None:
+    stable, canary = await upstreams("stable"), await upstreams("canary")
+    canary.health = 503
+    proxy = await proxies(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": stable.url,
+            "BREAKER_CANARY_UPSTREAM": canary.url,
+            "BREAKER_CANARY_WEIGHT": "50",
+            "BREAKER_HEALTH_CHECK_PATH": "/healthz",
+            "BREAKER_HEALTH_CHECK_INTERVAL": "50ms",
+            "BREAKER_HEALTHY_THRESHOLD": "1",
+        },
+    )
+    await spread(proxy, 200)
+    assert (stable.hits, canary.hits) == (200, 0)
+    (route,) = (await proxy.status())["routes"].values()
+    assert route["canary"]["canary_serving"] is False
+    canary.health = 200
+
+    async def canary_serving() -> bool:
+        (route,) = (await proxy.status())["routes"].values()
+        return bool(route["canary"]["canary_serving"])
+
+    await eventually(canary_serving, "the canary passing its health checks")
+    await spread(proxy, 200)
+    assert canary.hits > 50
