@@ -29,6 +29,21 @@ from sidecars.runtime import Lifecycle
 Action = Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]
 """A POST action: given the query parameters, changes state and returns a JSON view."""
 
+
+@dataclass(frozen=True, slots=True)
+class ResourceRequest:
+    """A request to a token-guarded resource: ``rest`` is the path after the resource's
+    own (``""`` or ``"/<id>"``)."""
+
+    method: str
+    rest: str
+    query: Mapping[str, str]
+    body: bytes
+
+
+Resource = Callable[[ResourceRequest], Awaitable[tuple[int, Any]]]
+"""A token-guarded resource (every method): its answer's status and JSON view."""
+
 MAX_HEAD_BYTES = 16 * 1024
 MAX_BODY_BYTES = 64 * 1024
 IDLE_SECONDS = 30.0
@@ -56,6 +71,7 @@ class _Request:
     query: dict[str, str]
     authorization: bytes
     keep_alive: bool
+    body: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,10 +101,12 @@ class _RequestReader:
         self.body_bytes = 0
         self._url = b""
         self._authorization = b""
+        self._body: list[bytes] = []
 
     def on_message_begin(self) -> None:
         self._url = b""
         self._authorization = b""
+        self._body = []
         self.head_bytes = 0
         self.body_bytes = 0
 
@@ -103,6 +121,8 @@ class _RequestReader:
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
+        if self.body_bytes <= MAX_BODY_BYTES:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
         url = urlsplit(self._url.decode("latin-1"))
@@ -113,12 +133,14 @@ class _RequestReader:
                 query=dict(parse_qsl(url.query)),
                 authorization=self._authorization,
                 keep_alive=self.parser.should_keep_alive(),
+                body=b"".join(self._body),
             )
         )
 
 
 class AdminServer:
-    """Serves GET /healthz /readyz /metrics /status and the POST ``actions`` (by path)."""
+    """Serves GET /healthz /readyz /metrics /status, the POST ``actions`` (by path) and the
+    ``resources`` (by path prefix, every method), both behind the admin token."""
 
     def __init__(
         self,
@@ -126,10 +148,12 @@ class AdminServer:
         status: Callable[[], Mapping[str, Any]],
         actions: Mapping[str, Action],
         token: str | None,
+        resources: Mapping[str, Resource] | None = None,
     ) -> None:
         self.lifecycle = lifecycle
         self.status = status
         self.actions = actions
+        self.resources = resources or {}
         self.token = token
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -238,12 +262,16 @@ class AdminServer:
                 return view(self)
         elif request.method == "POST" and request.path in self.actions:
             return await self._run_action(request)
+        for prefix, resource in self.resources.items():
+            if request.path == prefix or request.path.startswith(prefix + "/"):
+                return await self._serve_resource(request, prefix, resource)
         known = request.path in self._views or request.path in self.actions
         if known:
             return _error(405, "method_not_allowed", f"{request.method} {request.path}")
         return _error(404, "not_found", f"no admin endpoint {request.path}")
 
-    async def _run_action(self, request: _Request) -> _Response:
+    def _refused(self, request: _Request) -> _Response | None:
+        """The answer to a request without the admin token (None: the token is right)."""
         if self.token is None:
             log.warn("admin_action_refused", path=request.path, reason="no_token_configured")
             return _error(403, "forbidden", "SIDECAR_ADMIN_TOKEN is not set")
@@ -251,6 +279,30 @@ class AdminServer:
         if not hmac.compare_digest(request.authorization, expected):
             log.warn("admin_action_refused", path=request.path, reason="bad_token")
             return _error(401, "unauthorized", "Bearer token required")
+        return None
+
+    async def _serve_resource(
+        self, request: _Request, prefix: str, resource: Resource
+    ) -> _Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
+        try:
+            status, view = await resource(
+                ResourceRequest(
+                    request.method, request.path[len(prefix) :], request.query, request.body
+                )
+            )
+        except AdminError as error:
+            return _error(error.status, error.error, error.detail)
+        if request.method != "GET":
+            log.info("admin_action", path=request.path, method=request.method)
+        return _json(view, status)
+
+    async def _run_action(self, request: _Request) -> _Response:
+        refused = self._refused(request)
+        if refused is not None:
+            return refused
         try:
             result = await self.actions[request.path](request.query)
         except AdminError as error:

@@ -11,6 +11,7 @@ from sidecars.observability import get_logger
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
+from sidecars.proxy.filters.canary import admin_resource as canary_resource
 from sidecars.proxy.headers import RequestIds
 from sidecars.proxy.listener import DescriptorBudget, Listener, bind
 from sidecars.proxy.resolver import DnsResolver
@@ -71,6 +72,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             "/breaker/close": _breaker_action(routes, "close"),
         },
         settings.common.admin_token,
+        {"/canary": canary_resource({r.name: r.canary for r in routes if r.canary is not None})},
     )
     await admin_server.start(settings.common.admin_listen)
     lifecycle.serving()

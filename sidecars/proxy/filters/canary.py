@@ -16,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from sidecars import observability as obs
+from sidecars.admin import AdminError, Resource, ResourceRequest
 from sidecars.observability import get_logger
 from sidecars.policies.canary import ROLLED_BACK, Rollout, Transition
 from sidecars.proxy.filters import Filter
@@ -200,3 +203,40 @@ def _header_value(lines: list[bytes], name: bytes) -> bytes | None:
         if lines[index].lower() == name:
             return lines[index + 2].strip()
     return None
+
+
+ACTIONS = ("promote", "rollback", "pause", "resume", "weight")
+
+
+def admin_resource(filters: Mapping[str, CanaryFilter]) -> Resource:
+    """POST /canary/<action> (token-guarded): every route's canary, or the one named by
+    ``?route=``; /canary/weight takes ``{"weight": N}``."""
+
+    async def serve(request: ResourceRequest) -> tuple[int, Any]:
+        action = request.rest.removeprefix("/")
+        if action not in ACTIONS:
+            raise AdminError(404, "not_found", f"no canary action {action!r}: {', '.join(ACTIONS)}")
+        if request.method != "POST":
+            raise AdminError(405, "method_not_allowed", f"{request.method} /canary/{action}")
+        wanted = request.query.get("route")
+        chosen = {name: f for name, f in filters.items() if wanted is None or name == wanted}
+        if not chosen:
+            raise AdminError(404, "not_found", f"no route with a canary named {wanted!r}")
+        weight = _weight(request.body) if action == "weight" else None
+        views: dict[str, Any] = {}
+        for name, canary in chosen.items():
+            canary.act(action, weight)
+            views[name] = canary.status()
+        return 200, {"canary": action, "routes": views}
+
+    return serve
+
+
+def _weight(body: bytes) -> int:
+    try:
+        weight = orjson.loads(body).get("weight")
+    except (orjson.JSONDecodeError, AttributeError):
+        weight = None
+    if not isinstance(weight, int) or isinstance(weight, bool) or not 0 <= weight <= 100:
+        raise AdminError(400, "bad_request", 'expected a JSON body {"weight": N}, N from 0 to 100')
+    return weight
