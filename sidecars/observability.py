@@ -322,6 +322,12 @@ CANARY_REQUESTS = Counter(
     [*_PROXY, "version", "code"],
     registry=PROXY_METRICS,
 )
+CANARY_SHARED_STATE_ERRORS = Counter(
+    "sidecar_canary_shared_state_errors_total",
+    "Failed exchanges with the shared canary rollout store (Redis); local rollout kept.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
 CANARY_TRANSITIONS = Counter(
     "sidecar_canary_transitions_total",
     "Canary rollout changes, by new state and reason.",

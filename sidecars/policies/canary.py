@@ -15,9 +15,6 @@ A healthy interval moves to the next step (the last one, 100, is promotion); a b
 back to 0 at once, and the failure ratio is checked as soon as the minimum is reached, not
 only at the end of the interval. A rolled-back or promoted rollout stays there until an
 operator acts. The stable side is compared only when it had at least the minimum too.
-
-Every change bumps ``generation`` so that replicas sharing the rollout (``P_STATE_REDIS_URL``)
-can tell news from what they already know.
 """
 
 from __future__ import annotations
@@ -124,7 +121,6 @@ class Rollout:
         self.min_requests = settings.min_requests
         self.max_failure_ratio = settings.max_failure_ratio
         self._clock = clock
-        self.generation = 0
         if self.steps:
             self.state = PROGRESSING
             self.weight = self.steps[0]
@@ -211,13 +207,9 @@ class Rollout:
 
     # -- sharing ----------------------------------------------------------------------------
 
-    def adopt(self, state: str, weight: int, generation: int) -> Transition | None:
-        """Another replica's newer rollout state (None when it is not news)."""
-        if generation <= self.generation:
-            return None
-        transition = self._move(state, weight, "shared")
-        self.generation = generation
-        return transition
+    def adopt(self, state: str, weight: int) -> Transition:
+        """Another replica's rollout state (shared through Redis)."""
+        return self._move(state, weight, "shared")
 
     def _move(self, state: str, weight: int, reason: str) -> Transition:
         figures = {
@@ -229,7 +221,6 @@ class Rollout:
         }
         self.state = state
         self.weight = weight
-        self.generation += 1
         self.canary = VersionWindow()
         self.stable = VersionWindow()
         self.interval_started = self._clock()
@@ -240,7 +231,6 @@ class Rollout:
             "state": self.state,
             "weight": self.weight,
             "steps": list(self.steps),
-            "generation": self.generation,
             "interval_seconds": round(self._clock() - self.interval_started, 3),
             "canary": self.canary.figures(),
             "stable": self.stable.figures(),

@@ -46,7 +46,7 @@ from sidecars.proxy.resolver import Resolver
 from sidecars.settings import ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
-    from sidecars.proxy.shared_state import SharedCircuitState
+    from sidecars.proxy.shared_state import SharedCircuitState, SharedRollout
 
 log = get_logger("sidecars.proxy")
 
@@ -229,6 +229,7 @@ class Route:
         self.connections: set[ClientSide] = set()
         self.in_flight = 0
         self.shared_state: SharedCircuitState | None = None  # when P_STATE_REDIS_URL is set
+        self.shared_rollout: SharedRollout | None = None  # the same, with a canary
 
     @property
     def clusters(self) -> list[Cluster]:
@@ -291,6 +292,9 @@ class Route:
                 self.fallback.snapshot()["endpoints"] if self.fallback is not None else None
             ),
             "canary": self.canary.status() if self.canary is not None else None,
+            "canary_shared_state": (
+                self.shared_rollout.snapshot() if self.shared_rollout is not None else None
+            ),
             "canary_endpoints": (
                 self.canary_cluster.snapshot()["endpoints"]
                 if self.canary_cluster is not None

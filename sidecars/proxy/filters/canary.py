@@ -70,8 +70,9 @@ class CanaryFilter(Filter):
         self._weight_gauge = obs.CANARY_WEIGHT.labels(*base)
         self._weight_gauge.set(self.weight)
         self._task: asyncio.Task[None] | None = None
-        # Called with every transition this replica makes itself (the shared state's news).
-        self.on_local_transition: Callable[[], None] | None = None
+        # Told of every transition this replica makes itself (the shared state's news), with
+        # whether an operator made it (it then wins over what other replicas did meanwhile).
+        self.on_local_transition: Callable[[bool], None] | None = None
 
     # -- the request path -------------------------------------------------------------------
 
@@ -187,7 +188,7 @@ class CanaryFilter(Filter):
             **transition.figures,
         )
         if transition.reason != "shared" and self.on_local_transition is not None:
-            self.on_local_transition()
+            self.on_local_transition(transition.reason == "operator")
 
     def status(self) -> dict[str, Any]:
         return {

@@ -178,17 +178,13 @@ def test_without_steps_the_weight_is_fixed_and_not_judged(clock: FakeClock) -> N
     assert rollout.resume().state == STATIC
 
 
-def test_every_change_is_a_generation_and_only_newer_ones_are_adopted(
-    clock: FakeClock,
-) -> None:
+def test_another_replicas_state_is_adopted_with_a_fresh_window(clock: FakeClock) -> None:
     rollout = Rollout(BASE, clock=clock)
-    assert rollout.generation == 0
-    rollout.pause()
-    assert rollout.generation == 1
-    assert rollout.adopt(PROGRESSING, 25, 1) is None  # known already
-    adopted = rollout.adopt(PROGRESSING, 25, 7)
-    assert adopted is not None and adopted.reason == "shared"
-    assert (rollout.state, rollout.weight, rollout.generation) == (PROGRESSING, 25, 7)
+    traffic(rollout, canary=50)
+    adopted = rollout.adopt(PROGRESSING, 25)
+    assert (adopted.state, adopted.weight, adopted.reason) == (PROGRESSING, 25, "shared")
+    assert adopted.figures["canary"]["requests"] == 50
+    assert rollout.canary.requests == 0
 
 
 @pytest.mark.parametrize("seconds", [0.00005, 0.001, 0.0123, 0.5, 3.0, 80.0])
