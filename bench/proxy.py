@@ -47,10 +47,13 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "canary", "ready")
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
+# A canary configured at weight 0 costs at most 3% of the forwarding rate of the same sidecar.
+CANARY_IDLE_TARGET = 0.97
+CANARY_IDLE_NAME = "breaker (canary at 0)"
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
 
@@ -312,6 +315,7 @@ def sidecar(
     extra: dict[str, str] | None = None,
     force_open: bool = False,
     hosts: tuple[str, ...] = (LOOPBACK,),
+    name: str | None = None,
 ) -> Iterator[Contestant]:
     process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra, hosts)
     with process:
@@ -325,7 +329,7 @@ def sidecar(
             if status != 200:
                 raise BenchError(f"POST /breaker/open gave {status}: {body[:200]!r}")
         yield Contestant(
-            name=command + (" (open)" if force_open else ""),
+            name=name or command + (" (open)" if force_open else ""),
             role="sidecar",
             url=f"http://{LOOPBACK}:{port}/",
             expect_status=503 if force_open else 200,
@@ -447,6 +451,21 @@ def run_scenario(
                 ),
                 stack.enter_context(sidecar("breaker", upstream_port, log_level, hosts=hosts)),
             ]
+        elif name == "canary":
+            # The same nginx as the canary: weight 0 sends it nothing, the filter still runs.
+            canary = {
+                "BREAKER_CANARY_UPSTREAM": f"http://{LOOPBACK}:{upstream_port}",
+                "BREAKER_CANARY_WEIGHT": "0",
+            }
+            contestants = [
+                stack.enter_context(haproxy(upstream_port)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
+                stack.enter_context(
+                    sidecar(
+                        "breaker", upstream_port, log_level, extra=canary, name=CANARY_IDLE_NAME
+                    )
+                ),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -516,12 +535,23 @@ def print_scenario(name: str, contestants: list[Contestant]) -> list[dict[str, A
     return summaries
 
 
+def canary_idle_target(summaries: list[dict[str, Any]]) -> Target:
+    """The canary scenario's own target: the sidecar with a canary at weight 0 against the
+    same sidecar without one, same run."""
+    by_name = {summary["name"]: summary["median_rps"] for summary in summaries}
+    plain, idle = by_name.get("breaker"), by_name.get(CANARY_IDLE_NAME)
+    ratio = round(idle / plain, 3) if plain and idle is not None else None
+    return Target("canary: at weight 0 / without", ratio, CANARY_IDLE_TARGET, at_least=True)
+
+
 def unmeasured_targets(scenario: str) -> list[Target]:
     """The targets a failed scenario would have judged, shown as n/a rather than left out."""
     if scenario == "ready":
         return [Target("sidecar ready (median)", None, READY_TARGET_S, False, " s")]
     if scenario == "relay":
         return []
+    if scenario == "canary":
+        return [Target("canary: at weight 0 / without", None, CANARY_IDLE_TARGET, True)]
     return [
         Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
         Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
@@ -629,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
                         unit=" MB",
                     )
                 )
+            if name == "canary":
+                targets.append(canary_idle_target(summaries))
     finish_run("proxy", results, targets, started, patience)
     return 1 if failed else 0
 
