@@ -212,9 +212,13 @@ class CanarySettings:
 
 def canary_steps(raw: str) -> tuple[int, ...]:
     """``5,25,50,100``: rising weights from 1 to 100."""
-    steps = tuple(int(part) for part in p.comma_list(raw))
+    problem = "rising weights from 1 to 100, e.g. 5,25,50,100"
+    try:
+        steps = tuple(int(part) for part in p.comma_list(raw))
+    except ValueError:
+        raise ValueError(problem) from None
     if not steps or any(not 0 < step <= 100 for step in steps) or list(steps) != sorted(set(steps)):
-        raise ValueError("rising weights from 1 to 100, e.g. 5,25,50,100")
+        raise ValueError(problem)
     return steps
 
 
