@@ -278,10 +278,10 @@ class Route:
             "upstream": str(settings.upstream),
             "fallback": str(settings.fallback) if settings.fallback else None,
             "lb": settings.cluster.lb,
-            "breaker": self.breaker.snapshot() if self.breaker is not None else None,
+            "breaker": None,
+            "outlier": None,
+            **self.chain.status(),  # breaker, retry_budget, outlier: each filter's own part
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
-            "retry_budget": self.retry.budget.snapshot(),
-            "outlier": self.outlier.status() if self.outlier is not None else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
