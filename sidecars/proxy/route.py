@@ -280,7 +280,8 @@ class Route:
             "lb": settings.cluster.lb,
             "breaker": None,
             "outlier": None,
-            **self.chain.status(),  # breaker, retry_budget, outlier: each filter's own part
+            "canary": None,
+            **self.chain.status(),  # breaker, retry_budget, outlier, canary: each filter's own
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
@@ -291,7 +292,6 @@ class Route:
             "fallback_endpoints": (
                 self.fallback.snapshot()["endpoints"] if self.fallback is not None else None
             ),
-            "canary": self.canary.status() if self.canary is not None else None,
             "canary_shared_state": (
                 self.shared_rollout.snapshot() if self.shared_rollout is not None else None
             ),
