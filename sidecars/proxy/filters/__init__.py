@@ -8,7 +8,8 @@ that override it, so a hook no filter implements costs nothing per request):
     Before every attempt (``exchange.attempt`` is the number of attempts made so far).
     Return ``None`` to admit, an ``Answer`` to answer without an attempt, or a cluster to
     send this attempt (and the later ones) to instead. The first non-None verdict wins and
-    the filters after it are not asked.
+    the filters after it are not asked. To steer without stopping the chain, set
+    ``exchange.cluster`` and return ``None`` (the canary filter does).
 ``on_response_head(exchange, conn, failed, elapsed)``
     The response head of an attempt arrived. ``failed``: the route's failure statuses say so;
     ``elapsed``: seconds since the attempt began (0.0 unless ``times_calls`` of some filter

@@ -24,7 +24,7 @@ import orjson
 from sidecars import observability as obs
 from sidecars.admin import AdminError, Resource, ResourceRequest
 from sidecars.observability import get_logger
-from sidecars.policies.canary import ROLLED_BACK, Rollout, Transition
+from sidecars.policies.canary import PROGRESSING, ROLLED_BACK, Rollout, Transition
 from sidecars.proxy.filters import Filter
 
 if TYPE_CHECKING:
@@ -129,7 +129,7 @@ class CanaryFilter(Filter):
         if not self._tallied:
             self._tallied = True
             self._end_of_iteration.defer(self._publish)
-        if self.rollout.state == "progressing":
+        if self.rollout.state == PROGRESSING:
             self.rollout.record(version == "canary", failed, elapsed)
 
     def _publish(self) -> None:

@@ -143,3 +143,25 @@ async def test_a_canary_gets_weight_only_once_its_health_checks_pass(
     await eventually(canary_serving, "the canary passing its health checks")
     await spread(proxy, 200)
     assert canary.hits > 50
+
+
+async def test_canary_failures_do_not_open_the_stable_circuit(
+    upstreams: Upstreams, proxies: Proxies
+) -> None:
+    stable, canary = await upstreams("stable"), await upstreams("canary", mode="500")
+    proxy = await proxies(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": stable.url,
+            "BREAKER_FAILURE_THRESHOLD": "3",
+            "BREAKER_CANARY_UPSTREAM": canary.url,
+            "BREAKER_CANARY_HEADER": "X-Version",
+        },
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(10):
+            status, _, _ = await send(session, proxy, headers={"X-Version": "canary"})
+            assert status == 500
+        assert (await send(session, proxy))[2] == b"ok from stable"
+    assert (await proxy.breaker())["state"] == "closed"
+    assert await proxy.metric("sidecar_canary_requests_total", version="canary", code="500") == 10
