@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import aiohttp
+import redis
 from proxy_parts import Proxies, RunningProxy, Upstreams, eventually, send
 
 TOKEN = "canary-token"
@@ -79,3 +80,40 @@ async def test_two_replicas_move_through_the_steps_together(
     (route,) = (await second.status())["routes"].values()
     assert route["canary_shared_state"]["connected"] is True
     assert await second.metric("sidecar_canary_shared_state_errors_total") == 0
+
+
+async def test_redis_going_away_keeps_the_local_rollout(
+    upstreams: Upstreams, proxies: Proxies, redis_server: Any
+) -> None:
+    stable, canary = await upstreams("stable"), await upstreams("canary")
+    proxy = await proxies("breaker", replica_env(stable.url, canary.url, redis_server.url))
+    await eventually(lambda: bool(proxy.events("shared_state_connected")), "connected")
+    redis_server.stop()
+
+    async def errors_counted() -> bool:
+        return await proxy.metric("sidecar_canary_shared_state_errors_total") >= 2
+
+    await eventually(errors_counted, "shared rollout errors counted")
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            proxy.sidecar.admin_url + "/canary/weight",
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            json={"weight": 100},
+        ) as response:
+            assert response.status == 200
+        for _ in range(10):
+            assert (await send(session, proxy))[2] == b"ok from canary"
+        redis_server.start()
+        await eventually(lambda: bool(proxy.events("shared_state_recovered")), "recovery")
+    # The operator's weight, kept while Redis was away, is what the store holds now.
+    await eventually(lambda: redis_server_weight(redis_server) == b"100", "weight published")
+    assert len(proxy.events("shared_state_unavailable")) == 1
+
+
+def redis_server_weight(redis_server: Any) -> bytes | None:
+    """The shared weight as the store holds it (the route is named after its host)."""
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        return client.hget("sidecars:breaker:127.0.0.1:canary", "weight")  # type: ignore[return-value]
+    finally:
+        client.close()
