@@ -316,12 +316,6 @@ CANARY_WEIGHT = Gauge(
     _PROXY,
     registry=PROXY_METRICS,
 )
-CANARY_REQUESTS = Counter(
-    "sidecar_canary_requests_total",
-    "Attempts by version (stable, canary) and status code (or failure kind without one).",
-    [*_PROXY, "version", "code"],
-    registry=PROXY_METRICS,
-)
 CANARY_SHARED_STATE_ERRORS = Counter(
     "sidecar_canary_shared_state_errors_total",
     "Failed exchanges with the shared canary rollout store (Redis); local rollout kept.",
@@ -381,6 +375,31 @@ class EndpointCollector:
 EndpointSample = tuple[str, str, dict[str, int], list[tuple[str, int, int, int]]]
 ENDPOINTS = EndpointCollector()
 PROXY_METRICS.register(ENDPOINTS)
+
+
+class CanaryRequestsCollector:
+    """``sidecar_canary_requests_total`` read at scrape time from the canary filters' plain
+    counts; ``source`` yields sidecar, upstream and the counts by (version, code)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[CanarySample]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "sidecar_canary_requests",
+            "Attempts by version (stable, canary) and status code (or failure kind without one).",
+            labels=[*_PROXY, "version", "code"],
+        )
+        if self.source is not None:
+            for sidecar, upstream, counts in self.source():
+                for (version, code), count in counts.items():
+                    requests.add_metric([sidecar, upstream, version, str(code)], count)
+        yield requests
+
+
+CanarySample = tuple[str, str, dict[tuple[str, int | str], int]]
+CANARY_REQUESTS = CanaryRequestsCollector()
+PROXY_METRICS.register(CANARY_REQUESTS)
 
 _LOG = ("output",)
 LOG_RECORDS_IN = Counter(

@@ -191,7 +191,6 @@ class Route:
                 header=canary_settings.header,
                 sidecar=proxy.sidecar,
                 upstream=settings.name,
-                end_of_iteration=end_of_iteration,
                 randrange=randrange,
             )
             filters.append(self.canary)

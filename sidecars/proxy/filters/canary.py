@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import weakref
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -29,7 +30,6 @@ from sidecars.proxy.filters import Filter
 
 if TYPE_CHECKING:
     from sidecars.policies.retry import RetryDecision
-    from sidecars.proxy.batch import EndOfIteration
     from sidecars.proxy.cluster import Cluster
     from sidecars.proxy.connection import Connection
     from sidecars.proxy.exchange import Exchange
@@ -51,7 +51,6 @@ class CanaryFilter(Filter):
         header: str | None,
         sidecar: str,
         upstream: str,
-        end_of_iteration: EndOfIteration,
         randrange: Callable[[int], int],
     ) -> None:
         self.rollout = rollout
@@ -62,14 +61,15 @@ class CanaryFilter(Filter):
         self.weight = rollout.weight
         self.times_calls = bool(rollout.steps)  # the judge compares latencies
         self._randrange = randrange
-        self._end_of_iteration = end_of_iteration
-        self._tallied = False
-        self._tally: dict[tuple[str, int | str], int] = {}
+        # Attempts by (version, code), read at scrape time (sidecar_canary_requests_total).
+        self.counts: dict[tuple[str, int | str], int] = {}
+        self.sidecar = sidecar
         base = (sidecar, upstream)
         self._base = base
         self._weight_gauge = obs.CANARY_WEIGHT.labels(*base)
         self._weight_gauge.set(self.weight)
         self._task: asyncio.Task[None] | None = None
+        FILTERS.add(self)
         # Told of every transition this replica makes itself (the shared state's news), with
         # whether an operator made it (it then wins over what other replicas did meanwhile).
         self.on_local_transition: Callable[[bool], None] | None = None
@@ -124,19 +124,10 @@ class CanaryFilter(Filter):
         else:
             return  # the fallback
         key = (version, code)
-        tally = self._tally
-        tally[key] = tally.get(key, 0) + 1
-        if not self._tallied:
-            self._tallied = True
-            self._end_of_iteration.defer(self._publish)
+        counts = self.counts
+        counts[key] = counts.get(key, 0) + 1
         if self.rollout.state == PROGRESSING:
             self.rollout.record(version == "canary", failed, elapsed)
-
-    def _publish(self) -> None:
-        self._tallied = False
-        tally, self._tally = self._tally, {}
-        for (version, code), count in tally.items():
-            obs.CANARY_REQUESTS.labels(*self._base, version, str(code)).inc(count)
 
     # -- the rollout ------------------------------------------------------------------------
 
@@ -205,6 +196,17 @@ def _header_value(lines: list[bytes], name: bytes) -> bytes | None:
             return lines[index + 2].strip()
     return None
 
+
+# Every canary filter of the process, for the scrape-time request counts (observability).
+FILTERS: weakref.WeakSet[CanaryFilter] = weakref.WeakSet()
+
+
+def _samples() -> Iterator[obs.CanarySample]:
+    for canary in list(FILTERS):
+        yield canary.sidecar, canary.upstream, dict(canary.counts)
+
+
+obs.CANARY_REQUESTS.source = _samples
 
 ACTIONS = ("promote", "rollback", "pause", "resume", "weight")
 
