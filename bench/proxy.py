@@ -47,7 +47,7 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "canary", "ready")
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
@@ -55,6 +55,9 @@ RATIO_TARGET = 0.5
 FAULTS_AT_ZERO = {"BREAKER_FAULT_ABORT": "503@0%", "BREAKER_FAULT_DELAY": "200ms@0%",
                   "BREAKER_FAULT_RESET": "0%"}  # fmt: skip
 FAULTS_OVERHEAD_TARGET = 0.97
+# A canary configured at weight 0 costs at most 3% of the forwarding rate of the same sidecar.
+CANARY_IDLE_TARGET = 0.97
+CANARY_IDLE_NAME = "breaker (canary at 0)"
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
 
@@ -466,6 +469,21 @@ def run_scenario(
                     )
                 ),
             ]
+        elif name == "canary":
+            # The same nginx as the canary: weight 0 sends it nothing, the filter still runs.
+            canary = {
+                "BREAKER_CANARY_UPSTREAM": f"http://{LOOPBACK}:{upstream_port}",
+                "BREAKER_CANARY_WEIGHT": "0",
+            }
+            contestants = [
+                stack.enter_context(haproxy(upstream_port)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
+                stack.enter_context(
+                    sidecar(
+                        "breaker", upstream_port, log_level, extra=canary, name=CANARY_IDLE_NAME
+                    )
+                ),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -535,6 +553,15 @@ def print_scenario(name: str, contestants: list[Contestant]) -> list[dict[str, A
     return summaries
 
 
+def canary_idle_target(summaries: list[dict[str, Any]]) -> Target:
+    """The canary scenario's own target: the sidecar with a canary at weight 0 against the
+    same sidecar without one, same run."""
+    by_name = {summary["name"]: summary["median_rps"] for summary in summaries}
+    plain, idle = by_name.get("breaker"), by_name.get(CANARY_IDLE_NAME)
+    ratio = round(idle / plain, 3) if plain and idle is not None else None
+    return Target("canary: at weight 0 / without", ratio, CANARY_IDLE_TARGET, at_least=True)
+
+
 def unmeasured_targets(scenario: str) -> list[Target]:
     """The targets a failed scenario would have judged, shown as n/a rather than left out."""
     if scenario == "ready":
@@ -543,6 +570,8 @@ def unmeasured_targets(scenario: str) -> list[Target]:
         return []
     if scenario == "faults":
         return [Target("faults: 0% faults / none", None, FAULTS_OVERHEAD_TARGET, True)]
+    if scenario == "canary":
+        return [Target("canary: at weight 0 / without", None, CANARY_IDLE_TARGET, True)]
     return [
         Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
         Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
@@ -660,6 +689,8 @@ def main(argv: list[str] | None = None) -> int:
                         unit=" MB",
                     )
                 )
+            if name == "canary":
+                targets.append(canary_idle_target(summaries))
     finish_run("proxy", results, targets, started, patience)
     return 1 if failed else 0
 

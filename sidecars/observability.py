@@ -322,6 +322,24 @@ FAULTS_INJECTED = Counter(
     [*_PROXY, "kind"],
     registry=PROXY_METRICS,
 )
+CANARY_WEIGHT = Gauge(
+    "sidecar_canary_weight",
+    "Percent of requests the canary rollout sends to the canary cluster.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+CANARY_SHARED_STATE_ERRORS = Counter(
+    "sidecar_canary_shared_state_errors_total",
+    "Failed exchanges with the shared canary rollout store (Redis); local rollout kept.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+CANARY_TRANSITIONS = Counter(
+    "sidecar_canary_transitions_total",
+    "Canary rollout changes, by new state and reason.",
+    [*_PROXY, "to", "reason"],
+    registry=PROXY_METRICS,
+)
 
 
 class EndpointCollector:
@@ -369,6 +387,31 @@ class EndpointCollector:
 EndpointSample = tuple[str, str, dict[str, int], list[tuple[str, int, int, int]]]
 ENDPOINTS = EndpointCollector()
 PROXY_METRICS.register(ENDPOINTS)
+
+
+class CanaryRequestsCollector:
+    """``sidecar_canary_requests_total`` read at scrape time from the canary filters' plain
+    counts; ``source`` yields sidecar, upstream and the counts by (version, code)."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], Iterable[CanarySample]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "sidecar_canary_requests",
+            "Attempts by version (stable, canary) and status code (or failure kind without one).",
+            labels=[*_PROXY, "version", "code"],
+        )
+        if self.source is not None:
+            for sidecar, upstream, counts in self.source():
+                for (version, code), count in counts.items():
+                    requests.add_metric([sidecar, upstream, version, str(code)], count)
+        yield requests
+
+
+CanarySample = tuple[str, str, dict[tuple[str, int | str], int]]
+CANARY_REQUESTS = CanaryRequestsCollector()
+PROXY_METRICS.register(CANARY_REQUESTS)
 
 _LOG = ("output",)
 LOG_RECORDS_IN = Counter(

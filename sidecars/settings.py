@@ -29,6 +29,7 @@ DEFAULT_RETRY_ON = "connect-failure,reset,timeout,502,503,504"
 
 __all__ = [
     "BreakerSettings",
+    "CanarySettings",
     "ClusterSettings",
     "CommonSettings",
     "ConfigError",
@@ -230,6 +231,31 @@ def _fault_settings(reader: EnvReader, inherited: FaultSettings | None) -> Fault
 
 
 @dataclass(frozen=True, slots=True)
+class CanarySettings:
+    """A second cluster for the new version, and how requests are split and moved to it."""
+
+    upstream: Upstream
+    weight: int
+    steps: tuple[int, ...]
+    interval: float
+    min_requests: int
+    max_failure_ratio: float
+    header: str | None
+
+
+def canary_steps(raw: str) -> tuple[int, ...]:
+    """``5,25,50,100``: rising weights from 1 to 100."""
+    problem = "rising weights from 1 to 100, e.g. 5,25,50,100"
+    try:
+        steps = tuple(int(part) for part in p.comma_list(raw))
+    except ValueError:
+        raise ValueError(problem) from None
+    if not steps or any(not 0 < step <= 100 for step in steps) or list(steps) != sorted(set(steps)):
+        raise ValueError(problem)
+    return steps
+
+
+@dataclass(frozen=True, slots=True)
 class RouteSettings:
     """One listener and the upstream behind it, with its own policies."""
 
@@ -246,6 +272,7 @@ class RouteSettings:
     retry: RetrySettings
     cluster: ClusterSettings
     faults: FaultSettings = FaultSettings()
+    canary: CanarySettings | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -624,6 +651,7 @@ def _route_settings(
     ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
     route_name: str = reader.get("NAME", str.strip, name)
     faults = _fault_settings(reader, parent.faults if parent is not None else None)
+    canary = _canary_settings(reader, protocol)
     if upstream is None:
         return None
     if protocol == "tcp" and upstream.scheme != "tcp":
@@ -665,6 +693,33 @@ def _route_settings(
         retry=retry,
         cluster=cluster,
         faults=faults,
+        canary=canary,
+    )
+
+
+def _canary_settings(reader: EnvReader, protocol: str) -> CanarySettings | None:
+    """The P_CANARY_* block (None without P_CANARY_UPSTREAM); a route's own upstream only."""
+    upstream = reader.get("CANARY_UPSTREAM", upstream_cluster)
+    weight = reader.get("CANARY_WEIGHT", p.int_range(0, 100), 0)
+    steps = reader.get("CANARY_STEPS", canary_steps, None) or ()
+    interval = reader.get("CANARY_INTERVAL", p.positive_duration, 60.0)
+    min_requests = reader.get("CANARY_MIN_REQUESTS", p.int_range(1), 100)
+    max_ratio = reader.get("CANARY_MAX_FAILURE_RATIO", p.float_range(0.0, 1.0), 0.05)
+    header = reader.get("CANARY_HEADER", str.strip, None)
+    if upstream is None:
+        return None
+    if protocol != "http" or upstream.scheme == "tcp":
+        reader.problems.append(
+            f"{reader.prefix}CANARY_UPSTREAM={upstream}: canary routing is for HTTP routes"
+        )
+    return CanarySettings(
+        upstream=upstream,
+        weight=weight,
+        steps=steps,
+        interval=interval,
+        min_requests=min_requests,
+        max_failure_ratio=max_ratio,
+        header=header.lower() if header else None,
     )
 
 

@@ -146,6 +146,7 @@ class Cluster:
         # What pick() chooses from: the endpoints that may take traffic, or every member when
         # too few may (panic mode).
         self._pickable: list[Endpoint] = []
+        self.serving = False  # some endpoint is healthy and not ejected
         self._ejected = 0
         self._next_return = 0.0  # the earliest end of an ejection
         self._listeners: list[Callable[[Endpoint, str], None]] = []
@@ -277,6 +278,7 @@ class Cluster:
         members = list(self.endpoints.values())
         candidates = [e for e in members if e.healthy and not e.outlier.ejected_until]
         panic = not candidates or len(candidates) * 100 < len(members) * PANIC_THRESHOLD_PERCENT
+        self.serving = bool(candidates)
         self._pickable = members if panic else candidates
 
     # -- reporting --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.fault_drills import drills_for, faults_resource
+from sidecars.proxy.filters.canary import admin_resource as canary_resource
 from sidecars.proxy.headers import RequestIds
 from sidecars.proxy.listener import DescriptorBudget, Listener, bind
 from sidecars.proxy.resolver import DnsResolver
@@ -21,7 +22,7 @@ from sidecars.runtime import Lifecycle, wait_drained
 from sidecars.settings import ProxySettings, to_json_dict
 
 if TYPE_CHECKING:
-    from sidecars.proxy.shared_state import SharedCircuitState
+    from sidecars.proxy.shared_state import SharedCircuitState, SharedRollout
 
 log = get_logger("sidecars.proxy")
 
@@ -48,7 +49,9 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     ]
     for route in routes:
         await route.start()
-    shared = await _share_breaker_state(settings, routes)
+    shared: list[SharedCircuitState | SharedRollout] = []
+    shared += await _share_breaker_state(settings, routes)
+    shared += await _share_rollouts(settings, routes)
     budget = DescriptorBudget()
     listeners = {route.name: _listen(loop, route, budget, settings.sidecar) for route in routes}
 
@@ -75,7 +78,12 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
             "/breaker/close": _breaker_action(routes, "close"),
         },
         settings.common.admin_token,
-        {"/faults": faults_resource(drills, loop)},
+        {
+            "/faults": faults_resource(drills, loop),
+            "/canary": canary_resource(
+                {r.name: r.canary for r in routes if r.canary is not None}
+            ),
+        },
     )
     await admin_server.start(settings.common.admin_listen)
     lifecycle.serving()
@@ -170,3 +178,26 @@ async def _share_breaker_state(
         route.shared_state = state
         states.append(state)
     return states
+
+
+async def _share_rollouts(settings: ProxySettings, routes: list[Route]) -> list[SharedRollout]:
+    """A SharedRollout per route with a canary and P_STATE_REDIS_URL: one rollout for every
+    replica."""
+    shared: list[SharedRollout] = []
+    for route in routes:
+        url = route.settings.breaker.state_redis_url
+        if not url or route.canary is None:
+            continue
+        from sidecars.proxy.shared_state import SharedRollout  # noqa: PLC0415
+
+        rollout = SharedRollout(
+            route.canary,
+            url,
+            f"sidecars:{settings.sidecar}:{route.name}:canary",
+            settings.sidecar,
+            route.name,
+        )
+        await rollout.start()
+        route.shared_rollout = rollout
+        shared.append(rollout)
+    return shared

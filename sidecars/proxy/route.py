@@ -20,6 +20,7 @@ from sidecars import observability as obs
 from sidecars.observability import get_logger
 from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
+from sidecars.policies.canary import Rollout
 from sidecars.policies.faults import Drills
 from sidecars.policies.outlier import OutlierDetector
 from sidecars.policies.window import Clock
@@ -30,6 +31,7 @@ from sidecars.proxy.discovery import Discovery
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
+from sidecars.proxy.filters.canary import CanaryFilter
 from sidecars.proxy.filters.faults import FaultFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.retry import RetryFilter
@@ -48,7 +50,7 @@ from sidecars.proxy.tcp_faults import FaultyConnector
 from sidecars.settings import ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
-    from sidecars.proxy.shared_state import SharedCircuitState
+    from sidecars.proxy.shared_state import SharedCircuitState, SharedRollout
 
 log = get_logger("sidecars.proxy")
 
@@ -113,7 +115,12 @@ class Route:
         self.idle_timeout = proxy.idle_timeout
         self.max_retry_body = settings.retry.max_retry_body
 
-        any_tls = settings.upstream.tls or (settings.fallback is not None and settings.fallback.tls)
+        canary_settings = settings.canary
+        any_tls = (
+            settings.upstream.tls
+            or (settings.fallback is not None and settings.fallback.tls)
+            or (canary_settings is not None and canary_settings.upstream.tls)
+        )
         tls = client_tls_context(settings.upstream_ca_file) if any_tls else None
         self.connector: Connector = connector if connector is not None else Dialer(loop, tls)
         pool_settings = PoolSettings(
@@ -158,6 +165,12 @@ class Route:
         if settings.fallback is not None:
             self.fallback, discovery = cluster(f"{settings.name}/fallback", settings.fallback)
             self.discoveries.append(discovery)
+        self.canary_cluster: Cluster | None = None
+        if canary_settings is not None:
+            self.canary_cluster, discovery = cluster(
+                f"{settings.name}/canary", canary_settings.upstream
+            )
+            self.discoveries.append(discovery)
         self.health_checks = [
             HealthChecker(c, cluster_settings, self.connector, tcp=settings.protocol == "tcp")
             for c in self.clusters
@@ -175,6 +188,20 @@ class Route:
             random=lambda: randrange(1 << 53) / (1 << 53),
         )
         filters.append(self.retry)
+        # Right after the retry filter: it steers the request (exchange.cluster) before the
+        # breaker, which guards only the stable cluster, is asked.
+        self.canary: CanaryFilter | None = None
+        if canary_settings is not None and self.canary_cluster is not None:
+            self.canary = CanaryFilter(
+                Rollout(canary_settings, clock=clock),
+                self.cluster,
+                self.canary_cluster,
+                header=canary_settings.header,
+                sidecar=proxy.sidecar,
+                upstream=settings.name,
+                randrange=randrange,
+            )
+            filters.append(self.canary)
         self.breaker: CircuitBreaker | None = None
         if settings.breaker.enabled:
             self.breaker = CircuitBreaker(
@@ -183,7 +210,7 @@ class Route:
                 on_transition=self._on_transition,
                 trial_permit_ttl=settings.timeout,
             )
-            filters.append(BreakerFilter(self.breaker, self.metrics, self.fallback))
+            filters.append(BreakerFilter(self.breaker, self.metrics, self.cluster, self.fallback))
         self.outlier: OutlierFilter | None = None
         if cluster_settings.outlier.consecutive_failures > 0:
             self.outlier = OutlierFilter(
@@ -235,10 +262,11 @@ class Route:
         self.connections: set[ClientSide] = set()
         self.in_flight = 0
         self.shared_state: SharedCircuitState | None = None  # when P_STATE_REDIS_URL is set
+        self.shared_rollout: SharedRollout | None = None  # the same, with a canary
 
     @property
     def clusters(self) -> list[Cluster]:
-        return [self.cluster] if self.fallback is None else [self.cluster, self.fallback]
+        return [c for c in (self.cluster, self.fallback, self.canary_cluster) if c is not None]
 
     async def start(self) -> None:
         """Find the endpoints (the first DNS lookups), then keep them up to date and checked."""
@@ -246,12 +274,16 @@ class Route:
             await discovery.start(self.connect_timeout)
         for checker in self.health_checks:
             await checker.start()
+        if self.canary is not None:
+            self.canary.start()
 
     async def stop(self) -> None:
         for discovery in self.discoveries:
             await discovery.stop()
         for checker in self.health_checks:
             await checker.stop()
+        if self.canary is not None:
+            await self.canary.stop()
 
     def _on_transition(self, old: str, new: str, reason: str) -> None:
         self.metrics.show_state(new)
@@ -283,7 +315,8 @@ class Route:
             "outlier": None,
             # HTTP routes' faults are the fault filter's part; TCP ones the relay connector's.
             "faults": self.relay_faults.status() if self.relay_faults is not None else None,
-            **self.chain.status(),  # breaker, retry_budget, outlier: each filter's own part
+            "canary": None,
+            **self.chain.status(),  # breaker, retry_budget, outlier, canary: each filter's part
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
@@ -293,6 +326,14 @@ class Route:
             "endpoints": self.cluster.snapshot()["endpoints"],
             "fallback_endpoints": (
                 self.fallback.snapshot()["endpoints"] if self.fallback is not None else None
+            ),
+            "canary_shared_state": (
+                self.shared_rollout.snapshot() if self.shared_rollout is not None else None
+            ),
+            "canary_endpoints": (
+                self.canary_cluster.snapshot()["endpoints"]
+                if self.canary_cluster is not None
+                else None
             ),
             "dns": [
                 {"lookups": d.lookups, "failures": d.failures}

@@ -1,4 +1,5 @@
-"""One route's breaker state shared across replicas through Redis, off the request path.
+"""One route's breaker state (and canary rollout) shared across replicas through Redis, off
+the request path.
 
 The engine asks its local ``CircuitBreaker`` per request and never waits on Redis. Every
 ``interval`` a background task exchanges news with the store in pybreaker's own Redis layout
@@ -9,6 +10,9 @@ The engine asks its local ``CircuitBreaker`` per request and never waits on Redi
   consecutive-failure counter (a local success resets it);
 - a remote state change is adopted (reason ``shared``), an open period keeping its age, so
   replicas open together; a shared count at the threshold trips a replica that saw fewer.
+
+A canary rollout (``SharedRollout``) is shared the same way: its state, weight and a
+generation in one Redis hash, written by compare-and-set on the generation.
 
 When Redis is unreachable the replica keeps serving on its local state: the unpublished news
 is kept for later, each failed exchange is counted in
@@ -24,7 +28,7 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pybreaker
 import redis
@@ -32,8 +36,15 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from sidecars.envparse import mask_url
-from sidecars.observability import CIRCUIT_SHARED_STATE_ERRORS, get_logger
+from sidecars.observability import (
+    CANARY_SHARED_STATE_ERRORS,
+    CIRCUIT_SHARED_STATE_ERRORS,
+    get_logger,
+)
 from sidecars.policies.breaker import CircuitBreaker, SharedDelta
+
+if TYPE_CHECKING:
+    from sidecars.proxy.filters.canary import CanaryFilter
 
 log = get_logger("sidecars.proxy.shared_state")
 
@@ -71,23 +82,25 @@ class _StorageErrors(logging.Handler):
             raise errors[0]
 
 
-class SharedCircuitState:
-    """Shares ``breaker``'s state under ``key`` in the Redis at ``redis_url``."""
+class _RedisSync:
+    """A background exchange with Redis every ``interval`` on a thread of its own, and the
+    bookkeeping of outages (``errors_metric``, one warning per outage, one info when back).
+    Subclasses implement ``sync_once()``."""
+
+    kind = "shared"
+    detail = ""
 
     def __init__(
         self,
-        breaker: CircuitBreaker,
         redis_url: str,
         key: str,
-        sidecar: str,
-        upstream: str,
+        errors_metric: Any,
         *,
-        interval: float = 0.1,
-        redis_timeout: float = 0.5,
+        interval: float,
+        redis_timeout: float,
     ) -> None:
         self.key = key
         self.interval = interval
-        self._breaker = breaker
         self._redis_url = mask_url(redis_url)
         # No retries inside the client: the next exchange is the retry, and a dead Redis must
         # cost one short timeout per exchange, not a backoff ladder.
@@ -97,18 +110,11 @@ class SharedCircuitState:
             socket_connect_timeout=redis_timeout,
             retry=Retry(NoBackoff(), 0),
         )
-        self._errors_metric = CIRCUIT_SHARED_STATE_ERRORS.labels(sidecar=sidecar, upstream=upstream)
-        self._storage_errors = _StorageErrors()
-        self._storage_logger = logging.Logger(f"sidecars.shared_state.{key}")
-        self._storage_logger.addHandler(self._storage_errors)
-        self._storage: pybreaker.CircuitRedisStorage | None = None
-        self._remote_machine: pybreaker.CircuitBreaker | None = None
+        self._errors_metric = errors_metric
         # One thread per route: a hung Redis call never holds up the loop's default executor
         # (DNS lookups run there).
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"shared-breaker-{key}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"{self.kind}-{key}")
         self._task: asyncio.Task[None] | None = None
-        self._unpublished = _NO_NEWS
-        self._seen_remote: str | None = None
         self._connected = False
         self._ever_connected = False
         self._republish = False
@@ -120,7 +126,7 @@ class SharedCircuitState:
     async def start(self) -> None:
         """Start syncing in the background; an unreachable Redis does not fail start-up."""
         if self._task is None:
-            self._task = asyncio.create_task(self._run(), name=f"shared-breaker-{self.key}")
+            self._task = asyncio.create_task(self._run(), name=f"{self.kind}-{self.key}")
 
     async def close(self) -> None:
         if self._task is not None:
@@ -147,6 +153,82 @@ class SharedCircuitState:
         }
 
     async def sync_once(self) -> bool:
+        raise NotImplementedError
+
+    async def _run(self) -> None:
+        while True:
+            await self.sync_once()
+            await asyncio.sleep(self.interval)
+
+    # -- bookkeeping on the loop ------------------------------------------------------------
+
+    def _exchange_failed(self, error: BaseException) -> None:
+        self._failed_exchanges += 1
+        self._errors_metric.inc()
+        self._connected = False
+        self._republish = self._ever_connected
+        self._last_error = f"{type(error).__name__}: {error}"
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "shared_state_unavailable",
+                key=self.key,
+                redis=self._redis_url,
+                error=self._last_error,
+                detail=self.detail,
+            )
+
+    def _exchange_succeeded(self) -> None:
+        self._last_sync = time.monotonic()
+        self._connected = True
+        if self._outage_since is not None:
+            log.info(
+                "shared_state_recovered",
+                key=self.key,
+                redis=self._redis_url,
+                outage_seconds=round(self._last_sync - self._outage_since, 3),
+                failed_exchanges=self._failed_exchanges,
+            )
+            self._outage_since = None
+        elif not self._ever_connected:
+            log.info("shared_state_connected", key=self.key, redis=self._redis_url)
+        self._ever_connected = True
+
+
+class SharedCircuitState(_RedisSync):
+    """Shares ``breaker``'s state under ``key`` in the Redis at ``redis_url``."""
+
+    kind = "shared-breaker"
+    detail = "serving on local breaker state until Redis answers"
+
+    def __init__(
+        self,
+        breaker: CircuitBreaker,
+        redis_url: str,
+        key: str,
+        sidecar: str,
+        upstream: str,
+        *,
+        interval: float = 0.1,
+        redis_timeout: float = 0.5,
+    ) -> None:
+        super().__init__(
+            redis_url,
+            key,
+            CIRCUIT_SHARED_STATE_ERRORS.labels(sidecar=sidecar, upstream=upstream),
+            interval=interval,
+            redis_timeout=redis_timeout,
+        )
+        self._breaker = breaker
+        self._storage_errors = _StorageErrors()
+        self._storage_logger = logging.Logger(f"sidecars.shared_state.{key}")
+        self._storage_logger.addHandler(self._storage_errors)
+        self._storage: pybreaker.CircuitRedisStorage | None = None
+        self._remote_machine: pybreaker.CircuitBreaker | None = None
+        self._unpublished = _NO_NEWS
+        self._seen_remote: str | None = None
+
+    async def sync_once(self) -> bool:
         """One exchange with the store; True when it succeeded."""
         # Read first: an open period that is over becomes half-open, news for this exchange.
         local_state = self._breaker.state
@@ -171,11 +253,6 @@ class SharedCircuitState:
             )
         self._seen_remote = view.state
         return True
-
-    async def _run(self) -> None:
-        while True:
-            await self.sync_once()
-            await asyncio.sleep(self.interval)
 
     # -- on the store's thread --------------------------------------------------------------
 
@@ -221,36 +298,83 @@ class SharedCircuitState:
             self._storage = storage
         return self._storage, self._remote_machine
 
-    # -- bookkeeping on the loop ------------------------------------------------------------
 
-    def _exchange_failed(self, error: BaseException) -> None:
-        self._failed_exchanges += 1
-        self._errors_metric.inc()
-        self._connected = False
-        self._republish = self._ever_connected
-        self._last_error = f"{type(error).__name__}: {error}"
-        if self._outage_since is None:
-            self._outage_since = time.monotonic()
-            log.warning(
-                "shared_state_unavailable",
-                key=self.key,
-                redis=self._redis_url,
-                error=self._last_error,
-                detail="serving on local breaker state until Redis answers",
-            )
+# Compare-and-set of the shared rollout: news based on the generation the replica last saw is
+# written (generation + 1); news based on an older one is refused unless forced (an
+# operator's), and the caller adopts what the store holds instead.
+_ROLLOUT_SCRIPT = """
+local generation = tonumber(redis.call('HGET', KEYS[1], 'generation') or '0')
+if ARGV[1] == '1' and (ARGV[2] == '1' or tonumber(ARGV[3]) == generation) then
+    generation = generation + 1
+    redis.call('HSET', KEYS[1], 'state', ARGV[4], 'weight', ARGV[5], 'generation', generation)
+end
+return {redis.call('HGET', KEYS[1], 'state') or '', redis.call('HGET', KEYS[1], 'weight') or '0',
+        generation}
+"""
 
-    def _exchange_succeeded(self) -> None:
-        self._last_sync = time.monotonic()
-        self._connected = True
-        if self._outage_since is not None:
-            log.info(
-                "shared_state_recovered",
-                key=self.key,
-                redis=self._redis_url,
-                outage_seconds=round(self._last_sync - self._outage_since, 3),
-                failed_exchanges=self._failed_exchanges,
+
+class SharedRollout(_RedisSync):
+    """Shares a canary rollout's state and weight under ``key`` (a Redis hash: ``state``,
+    ``weight``, ``generation``): a local transition is published, a newer remote one is
+    adopted (reason ``shared``), so every replica is at the same step. Each replica judges
+    its own traffic; the first to move publishes, the others follow."""
+
+    kind = "shared-canary"
+    detail = "serving on the local canary rollout until Redis answers"
+
+    def __init__(
+        self,
+        canary: CanaryFilter,
+        redis_url: str,
+        key: str,
+        sidecar: str,
+        upstream: str,
+        *,
+        interval: float = 0.1,
+        redis_timeout: float = 0.5,
+    ) -> None:
+        super().__init__(
+            redis_url,
+            key,
+            CANARY_SHARED_STATE_ERRORS.labels(sidecar=sidecar, upstream=upstream),
+            interval=interval,
+            redis_timeout=redis_timeout,
+        )
+        self._canary = canary
+        self._seen_generation = 0
+        self._news = False
+        self._forced = False
+        canary.on_local_transition = self._local_transition
+        self._script: Any = self._client.register_script(_ROLLOUT_SCRIPT)
+
+    def _local_transition(self, forced: bool) -> None:
+        self._news = True
+        self._forced = self._forced or forced
+
+    async def sync_once(self) -> bool:
+        rollout = self._canary.rollout
+        news, forced = self._news, self._forced
+        self._news = self._forced = False
+        args = ("1" if news else "0", "1" if forced else "0", self._seen_generation)
+        loop = asyncio.get_running_loop()
+        try:
+            raw = await loop.run_in_executor(
+                self._executor,
+                lambda: self._script(keys=[self.key], args=[*args, rollout.state, rollout.weight]),
             )
-            self._outage_since = None
-        elif not self._ever_connected:
-            log.info("shared_state_connected", key=self.key, redis=self._redis_url)
-        self._ever_connected = True
+            state, weight, generation = raw[0].decode(), int(raw[1]), int(raw[2])
+        except Exception as error:  # any failure of the store is an outage, never a crash
+            self._news = self._news or news
+            self._forced = self._forced or forced
+            self._exchange_failed(error)
+            return False
+        self._exchange_succeeded()
+        if generation > self._seen_generation:
+            self._seen_generation = generation
+            if state and (state, weight) != (rollout.state, rollout.weight):
+                transition = rollout.adopt(state, weight)
+                self._canary.apply(transition)
+        return True
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**super().snapshot(), "generation": self._seen_generation}

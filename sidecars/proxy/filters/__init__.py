@@ -9,7 +9,8 @@ that override it, so a hook no filter implements costs nothing per request):
     Return ``None`` to admit, an ``Answer`` to answer without an attempt (``CUT``: close the
     client's connection without an answer, recorded as status 444), or a cluster to
     send this attempt (and the later ones) to instead. The first non-None verdict wins and
-    the filters after it are not asked.
+    the filters after it are not asked. To steer without stopping the chain, set
+    ``exchange.cluster`` and return ``None`` (the canary filter does).
 ``on_attempt(exchange)``
     An endpoint was picked for this attempt (``exchange.endpoint``), nothing sent yet. Return
     ``None`` to go on, a ``Delay`` to hold the attempt that long first (within its deadline),

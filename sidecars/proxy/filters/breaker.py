@@ -25,22 +25,27 @@ class BreakerFilter(Filter):
     name = "breaker"
 
     def __init__(
-        self, breaker: CircuitBreaker, metrics: RouteMetrics, fallback: Cluster | None
+        self,
+        breaker: CircuitBreaker,
+        metrics: RouteMetrics,
+        cluster: Cluster,
+        fallback: Cluster | None,
     ) -> None:
         self.breaker = breaker
         self.metrics = metrics
+        self.cluster = cluster
         self.fallback = fallback
         self.times_calls = breaker.times_calls
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
-        fallback = self.fallback
-        if fallback is not None and exchange.cluster is fallback:
-            return None  # the fallback is not guarded by this circuit
+        if exchange.cluster is not self.cluster:
+            return None  # only its own cluster is guarded (not the fallback, not a canary)
         permit = self.breaker.acquire()
         if permit is not None:
             exchange.permit = permit
             return None
         self.metrics.circuit_rejected()
+        fallback = self.fallback
         if fallback is None:
             # Whole seconds rounded up, at least 1 (cheaper than max(1, math.ceil(...))).
             return Answer(errors.CIRCUIT_OPEN, int(-(-self.breaker.retry_after() // 1)) or 1)
