@@ -19,6 +19,7 @@ from sidecars import observability as obs
 from sidecars.observability import get_logger
 from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
+from sidecars.policies.concurrency import AdaptiveLimit, AdaptiveSettings
 from sidecars.policies.outlier import OutlierDetector
 from sidecars.policies.window import Clock
 from sidecars.proxy.accesslog import AccessLog
@@ -28,7 +29,9 @@ from sidecars.proxy.discovery import Discovery
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
+from sidecars.proxy.filters.concurrency import ConcurrencyFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
+from sidecars.proxy.filters.ratelimit import RateLimitFilter
 from sidecars.proxy.filters.retry import RetryFilter
 from sidecars.proxy.headers import RequestIds
 from sidecars.proxy.health import HealthChecker
@@ -41,7 +44,7 @@ from sidecars.proxy.pool import (
     client_tls_context,
 )
 from sidecars.proxy.resolver import Resolver
-from sidecars.settings import ProxySettings, RouteSettings, Upstream
+from sidecars.settings import OverloadSettings, ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
     from sidecars.proxy.shared_state import SharedCircuitState
@@ -161,6 +164,27 @@ class Route:
             random=lambda: randrange(1 << 53) / (1 << 53),
         )
         filters.append(self.retry)
+        # Overload protection (issue 14): before the breaker, so that a request refused or
+        # waiting holds no breaker permit; the rate limit first, so that a refused request
+        # takes no queue place.
+        self.rate_limit: RateLimitFilter | None = None
+        self.concurrency: ConcurrencyFilter | None = None
+        overload = settings.overload
+        if overload.rate_limit is not None and settings.protocol == "http":
+            self.rate_limit = RateLimitFilter(overload, proxy.sidecar, settings.name, clock=clock)
+            filters.append(self.rate_limit)
+        if settings.protocol == "http" and (
+            overload.max_requests is not None or overload.max_active_retries is not None
+        ):
+            self.concurrency = ConcurrencyFilter(
+                overload,
+                loop,
+                proxy.sidecar,
+                settings.name,
+                clock=clock,
+                adaptive=_adaptive_limit(overload, clock, randrange),
+            )
+            filters.append(self.concurrency)
         self.breaker: CircuitBreaker | None = None
         if settings.breaker.enabled:
             self.breaker = CircuitBreaker(
@@ -243,6 +267,10 @@ class Route:
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
             "retry_budget": self.retry.budget.snapshot(),
             "outlier": self.outlier.status() if self.outlier is not None else None,
+            "overload": {
+                "concurrency": self.concurrency.status() if self.concurrency else None,
+                "rate_limit": self.rate_limit.status() if self.rate_limit else None,
+            },
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
@@ -258,6 +286,20 @@ class Route:
                 if not d.static
             ],
         }
+
+
+def _adaptive_limit(
+    overload: OverloadSettings, clock: Clock, randrange: Random
+) -> AdaptiveLimit | None:
+    if not overload.adaptive:
+        return None
+    return AdaptiveLimit(
+        AdaptiveSettings(
+            min_limit=overload.adaptive_min_limit, max_limit=overload.adaptive_max_limit
+        ),
+        clock=clock,
+        random=lambda: randrange(1 << 53) / (1 << 53),
+    )
 
 
 def _pool_totals(cluster: Cluster) -> dict[str, int]:

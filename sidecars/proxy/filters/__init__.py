@@ -8,7 +8,11 @@ that override it, so a hook no filter implements costs nothing per request):
     Before every attempt (``exchange.attempt`` is the number of attempts made so far).
     Return ``None`` to admit, an ``Answer`` to answer without an attempt, or a cluster to
     send this attempt (and the later ones) to instead. The first non-None verdict wins and
-    the filters after it are not asked.
+    the filters after it are not asked. ``PARK`` means "not yet": the filter keeps the
+    exchange (a queue waiting for a slot, a Redis round trip) and later calls
+    ``exchange.resume(self)`` (the filters after it are asked, then the attempt is made) or
+    ``exchange.reject(answer)``; meanwhile the exchange is WAITING, and if it ends (the client
+    left) ``on_done`` is called as usual, so the filter drops it.
 ``on_response_head(exchange, conn, failed, elapsed)``
     The response head of an attempt arrived. ``failed``: the route's failure statuses say so;
     ``elapsed``: seconds since the attempt began (0.0 unless ``times_calls`` of some filter
@@ -44,6 +48,18 @@ if TYPE_CHECKING:
 REPLAY = RetryDecision(True, 0.0, "replay")
 
 
+class _Park:
+    """``on_request``'s verdict that the filter holds the exchange and resumes it later."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PARK"
+
+
+PARK = _Park()
+
+
 class Answer:
     """``on_request``'s verdict to answer with a sidecar-made response, not an attempt."""
 
@@ -52,6 +68,13 @@ class Answer:
     def __init__(self, error: SidecarError, retry_after: int | None = None) -> None:
         self.error = error
         self.retry_after = retry_after
+
+
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # What on_request answers.
+    Verdict: TypeAlias = Answer | Cluster | _Park | None
 
 
 class Filter:
@@ -63,7 +86,7 @@ class Filter:
     # Hooks this instance overrides but has nothing to do in, as configured (not called).
     idle_hooks: tuple[str, ...] = ()
 
-    def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
+    def on_request(self, exchange: Exchange) -> Verdict:
         return None
 
     def on_response_head(
@@ -104,6 +127,7 @@ class FilterChain:
         "failure_statuses",
         "filters",
         "request_hooks",
+        "request_hooks_after",
         "response_head_hooks",
         "times_calls",
     )
@@ -124,9 +148,12 @@ class FilterChain:
         def hooks(name: str) -> tuple[Callable[..., Any], ...]:
             return tuple(getattr(f, name) for f in self.filters if _overrides(f, name))
 
-        self.request_hooks: tuple[Callable[[Exchange], Answer | Cluster | None], ...] = hooks(
-            "on_request"
-        )
+        self.request_hooks: tuple[Callable[[Exchange], Verdict], ...] = hooks("on_request")
+        # For a parked exchange resumed by a filter: the on_request hooks after that filter.
+        self.request_hooks_after: dict[Filter, tuple[Callable[[Exchange], Any], ...]] = {
+            f: tuple(g.on_request for g in self.filters[i + 1 :] if _overrides(g, "on_request"))
+            for i, f in enumerate(self.filters)
+        }
         self.response_head_hooks: tuple[
             Callable[[Exchange, Connection, bool, float], RetryDecision | None], ...
         ] = hooks("on_response_head")
