@@ -81,6 +81,7 @@ class Route:
     ) -> None:
         self.settings = settings
         self.name = settings.name
+        self.metrics_sidecar = proxy.sidecar
         self.json_name = orjson.dumps(settings.name)  # for access lines
         self.loop = loop
         self.clock = clock
@@ -230,12 +231,25 @@ class Route:
             await discovery.start(self.connect_timeout)
         for checker in self.health_checks:
             await checker.start()
+        overload = self.settings.overload
+        if self.rate_limit is not None and overload.rate_limit_redis_url is not None:
+            from sidecars.proxy.shared_rate import SharedRateLimit  # noqa: PLC0415
+
+            self.rate_limit.shared = SharedRateLimit(
+                overload.rate_limit_redis_url,
+                f"sidecars:{self.metrics_sidecar}:{self.name}:rate",
+                self.rate_limit.rate,
+                overload.burst,
+                clock=self.clock,
+            )
 
     async def stop(self) -> None:
         for discovery in self.discoveries:
             await discovery.stop()
         for checker in self.health_checks:
             await checker.stop()
+        if self.rate_limit is not None and self.rate_limit.shared is not None:
+            await self.rate_limit.shared.close()
 
     def _on_transition(self, old: str, new: str, reason: str) -> None:
         self.metrics.show_state(new)

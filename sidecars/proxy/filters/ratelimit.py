@@ -10,18 +10,20 @@ the local fallback bucket while Redis is unreachable.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from sidecars import observability as obs
 from sidecars.policies.ratelimit import TokenBucket
 from sidecars.policies.window import Clock
 from sidecars.proxy import errors
-from sidecars.proxy.filters import Answer, Filter
+from sidecars.proxy.filters import PARK, Answer, Filter
 from sidecars.proxy.filters.concurrency import Rejections
 
 if TYPE_CHECKING:
     from sidecars.proxy.exchange import Exchange
     from sidecars.proxy.filters import Verdict
+    from sidecars.proxy.shared_rate import SharedRateLimit
     from sidecars.settings import OverloadSettings
 
 
@@ -42,12 +44,51 @@ class RateLimitFilter(Filter):
         self.bucket = TokenBucket(rate.per_second, settings.burst, clock=clock)
         counter = obs.RATE_LIMITED.labels(sidecar, upstream)
         self.rejections = Rejections("rate_limit_rejections", upstream, lambda _: counter, clock)
+        self.fallbacks = obs.RATE_LIMIT_FALLBACK.labels(sidecar, upstream)
         self.admitted = 0
         self._answers: dict[int, Answer] = {}
+        self.rate = rate.per_second
+        self.shared: SharedRateLimit | None = None  # set when P_RATE_LIMIT_REDIS_URL is
+        self._decisions: set[asyncio.Task[None]] = set()
 
     def on_request(self, exchange: Exchange) -> Verdict:
         if exchange.attempt:
             return None
+        shared = self.shared
+        if shared is not None:
+            if shared.available():
+                task = asyncio.get_running_loop().create_task(self._ask(shared, exchange))
+                self._decisions.add(task)
+                task.add_done_callback(self._decisions.discard)
+                return PARK
+            return self._fallback(shared)
+        wait = self.bucket.take()
+        if wait:
+            return self.rejected(wait)
+        self.admit()
+        return None
+
+    async def _ask(self, shared: SharedRateLimit, exchange: Exchange) -> None:
+        wait = await shared.decide()
+        verdict: Answer | None
+        if wait is None:
+            verdict = self._fallback(shared)
+        elif wait:
+            verdict = self.rejected(wait)
+        else:
+            self.admit()
+            verdict = None
+        if verdict is None:
+            exchange.resume(self)
+        else:
+            exchange.reject(verdict)
+
+    def _fallback(self, shared: SharedRateLimit) -> Answer | None:
+        """Redis is unreachable: the local bucket decides, at this replica's share."""
+        self.fallbacks.inc()
+        share = self.rate / max(1, shared.replicas)
+        if self.bucket.rate != share:
+            self.bucket.set_rate(share)
         wait = self.bucket.take()
         if wait:
             return self.rejected(wait)
@@ -75,5 +116,5 @@ class RateLimitFilter(Filter):
             "tokens": round(self.bucket.tokens, 3),
             "admitted": self.admitted,
             "rejected": self.rejections.total,
-            "shared": None,
+            "shared": self.shared.snapshot() if self.shared is not None else None,
         }
