@@ -13,7 +13,9 @@ import aiohttp
 from proxy_parts import RunningProxy, breaker_env, eventually, send
 
 
-async def hammer(session: aiohttp.ClientSession, proxy: RunningProxy, seconds: float) -> Counter[int]:
+async def hammer(
+    session: aiohttp.ClientSession, proxy: RunningProxy, seconds: float
+) -> Counter[int]:
     """Requests back to back from 8 clients for ``seconds``: the answers' statuses."""
     statuses: Counter[int] = Counter()
     deadline = time.monotonic() + seconds
