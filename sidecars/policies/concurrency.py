@@ -12,14 +12,14 @@ upstream's real capacity instead of far above it:
   faster).
 - **Sampled latency.** Every ``update_interval`` (100 ms) the median latency of the attempts
   answered in that interval is ``sample_rtt``.
-- **Update.** ``gradient = clamp(min_rtt * (1 + tolerance) / sample_rtt, 0.5, 1.0)`` with a 5%
+- **Update.** ``gradient = clamp(min_rtt * (1 + tolerance) / sample_rtt, 0.5, 1.0)`` with a 10%
   tolerance for noise, and ``limit = limit * gradient + headroom``, ``headroom = max(1, limit /
   10)``, bounded by ``min_limit`` and ``max_limit``.
 
 Below the upstream's capacity ``C`` latency stays at ``min_rtt``: the gradient is 1 and the
 limit grows by a tenth per interval. Above it the excess queues at the upstream and latency
-grows as ``limit / C``, so the update becomes ``1.05 C + limit / 10``: the fixed point is
-``limit = 1.17 C`` (with Envoy's 25% buffer and ``sqrt(limit)`` headroom it would be about
+grows as ``limit / C``, so the update becomes ``1.1 C + limit / 10``: the fixed point is
+``limit = 1.22 C`` (with Envoy's 25% buffer and ``sqrt(limit)`` headroom it would be about
 1.5 C), and when the upstream speeds up or gains capacity the limit climbs again at a tenth
 per interval.
 """
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from sidecars.policies.window import Clock
 
-TOLERANCE = 0.05
+TOLERANCE = 0.1
 MIN_GRADIENT = 0.5
 
 
@@ -65,7 +65,7 @@ class AdaptiveLimit:
         self.settings = settings
         self._clock = clock
         self._random = random
-        self._on_change = on_change
+        self.on_change = on_change  # (old, new) whenever the limit moves
         self._estimate = float(settings.min_limit)
         self.limit = settings.min_limit
         self.min_rtt: float | None = None
@@ -125,8 +125,8 @@ class AdaptiveLimit:
     def _set_limit(self, limit: int) -> None:
         old = self.limit
         self.limit = limit
-        if limit != old and self._on_change is not None:
-            self._on_change(old, limit)
+        if limit != old and self.on_change is not None:
+            self.on_change(old, limit)
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -96,6 +96,10 @@ class ConcurrencyFilter(Filter):
         self.times_calls = adaptive is not None
         if adaptive is None:
             self.idle_hooks = ("on_response_head", "on_failure")
+        self.upstream = upstream
+        if adaptive is not None:
+            adaptive.on_change = self._limit_moved
+            self._logged_limit = adaptive.limit
         self.in_flight = 0
         self.retries_in_flight = 0
         # Waiting exchanges, oldest first, with their queue-timeout timers.
@@ -185,6 +189,25 @@ class ConcurrencyFilter(Filter):
             if timer is not None:
                 timer.cancel()
 
+    def _limit_moved(self, old: int, new: int) -> None:
+        """The adaptive limit moved: a rise lets waiting requests in; a move by half of the
+        last logged value (2 at least) is logged."""
+        if new > old and self.queue:
+            self._grant()
+        logged = self._logged_limit
+        if abs(new - logged) >= max(2.0, logged / 2):
+            self._logged_limit = new
+            adaptive = self.adaptive
+            assert adaptive is not None
+            log.info(
+                "concurrency_limit_changed",
+                upstream=self.upstream,
+                limit=new,
+                previous=logged,
+                min_rtt_ms=_ms(adaptive.min_rtt),
+                sample_rtt_ms=_ms(adaptive.sample_rtt),
+            )
+
     def _grant(self) -> None:
         """Slots free go to the oldest waiting requests (resumed on the next loop turn)."""
         queue = self.queue
@@ -210,3 +233,7 @@ class ConcurrencyFilter(Filter):
             "rejected": self.rejections.total,
             "adaptive": adaptive.snapshot() if adaptive is not None else None,
         }
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000.0, 3)
