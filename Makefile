@@ -1,31 +1,46 @@
-# Everyday entry points. Nothing here needs Docker except `images`.
-#   make demo     install the package, run the example stack as local processes for 60 s
-#   make test     install what the tests need (Debian packages, test extras), run the suite,
-#                 then the log tests again on the compiled build the images ship
-#   make lint     ruff, mypy (strict) and hadolint
-#   make images   the four images (needs a Docker engine with BuildKit)
-#   make bench    the benchmarks beside HAProxy / syslog-ng (BENCH_FLAGS=--quick: shorter)
+# Everyday entry points. Everything runs in the project's virtualenv, .venv/ (made by the
+# first target that needs it: stock Debian 12 and Ubuntu 24.04 refuse `pip install` into the
+# system Python); nothing here needs Docker except `images`.
+#   make demo         install the package, run the example stack as local processes for 60 s
+#   make test         install what the tests need (Debian packages, test extras), run the suite,
+#                     then the log tests again on the compiled build the images ship
+#   make lint         ruff, mypy (strict) and hadolint
+#   make images       the four images (needs a Docker engine with BuildKit)
+#   make images-test  build the four images with buildah and run each with podman
+#   make bench        the benchmarks beside HAProxy / syslog-ng (BENCH_FLAGS=--quick: shorter)
 
 PYTHON       ?= python3
+VENV         ?= .venv
 DOCKER       ?= docker
 REGISTRY     ?= sidecars
 DEMO_SECONDS ?= 60
-VERSION      ?= $(shell $(PYTHON) -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")
+VERSION      ?= $(shell sed -n 's/^version = "\(.*\)"$$/\1/p' pyproject.toml)
 IMAGES       := circuit-breaker ambassador log-adapter examples
 
-.PHONY: install deps demo test test-compiled lint images bench bench-quick $(addprefix image-,$(IMAGES))
+# The venv's python, and its scripts (ruff, mypy, hadolint, sidecars) first on PATH; it is
+# ready once it has pip (a failed `python3 -m venv` leaves a python without one).
+PY           := $(abspath $(VENV))/bin/python
+VENV_PIP     := $(abspath $(VENV))/bin/pip
+export PATH  := $(abspath $(VENV))/bin:$(PATH)
+export PYTHON VENV
 
-install:
-	$(PYTHON) -m pip install --quiet --disable-pip-version-check -e .
+.PHONY: install deps demo test test-compiled images-test lint images bench bench-quick \
+	$(addprefix image-,$(IMAGES))
 
-deps:
+$(VENV_PIP):
+	./.ci/make-venv
+
+install: $(VENV_PIP)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[demo]'
+
+deps: $(VENV_PIP)
 	./.ci/install-deps
 
 demo: install
-	$(PYTHON) -m sidecars demo --duration $(DEMO_SECONDS)
+	$(PY) -m sidecars demo --duration $(DEMO_SECONDS)
 
 test: deps
-	$(PYTHON) -m pytest
+	$(PY) -m pytest
 	$(MAKE) test-compiled
 
 # The log adapter's per-line modules compiled by mypyc (setup.py), in a copy under build/
@@ -33,9 +48,14 @@ test: deps
 COMPILED_TESTS := tests/unit/logs tests/unit/logs_io tests/integration/logs
 
 test-compiled:
-	cd "$$($(PYTHON) -m tools.compiled)" && SIDECARS_EXPECT_COMPILED=1 $(PYTHON) -m pytest $(COMPILED_TESTS)
+	cd "$$($(PY) -m tools.compiled)" && SIDECARS_EXPECT_COMPILED=1 $(PY) -m pytest $(COMPILED_TESTS)
 
-lint:
+# Every image built from images/Dockerfile by buildah and run by podman (tests/images).
+images-test: $(VENV_PIP)
+	./.ci/install-deps images
+	SIDECARS_IMAGES_TEST=1 $(PY) -m pytest tests/images
+
+lint: deps
 	ruff check sidecars tests bench examples tools setup.py
 	mypy
 	cd examples && mypy --strict -p apps
@@ -47,9 +67,9 @@ $(addprefix image-,$(IMAGES)): image-%:
 	$(DOCKER) build --file images/Dockerfile --target $* --tag $(REGISTRY)/$*:$(VERSION) .
 
 bench:
-	$(PYTHON) -m bench.proxy $(BENCH_FLAGS)
-	$(PYTHON) -m bench.logs $(BENCH_FLAGS)
+	$(PY) -m bench.proxy $(BENCH_FLAGS)
+	$(PY) -m bench.logs $(BENCH_FLAGS)
 
 bench-quick:
-	$(PYTHON) -m bench.proxy --quick
-	$(PYTHON) -m bench.logs --quick
+	$(PY) -m bench.proxy --quick
+	$(PY) -m bench.logs --quick

@@ -16,6 +16,7 @@ from setuptools import setup
 
 COMPILED_MODULES = [
     "sidecars/logs/cards.py",
+    "sidecars/logs/depth.py",
     "sidecars/logs/detect.py",
     "sidecars/logs/formats/__init__.py",
     "sidecars/logs/formats/access.py",

@@ -6,13 +6,18 @@
    more than one core is not flattered; start-up is included (and shown separately).
 2. Forward input: pre-encoded PackedForward batches over one TCP connection into the adapter
    (stdout to /dev/null), beside a minimal msgpack+orjson Forward server as the floor.
+3. Outputs: the same Forward records into each output in turn (forward://, http:// NDJSON,
+   otlp+http:// protobuf and JSON, cloudwatch://), each into ``bench.log_destination``, which
+   takes everything at once (acks, 200 ``{}``), so that the output is what is measured; the
+   OTLP output's rate is judged against the Forward output's of the same run. Then the OTLP
+   output with its destination down: the memory used while the buffer holds the input back.
 
 The adapter measured is the build the images ship (``tools.compiled``: the per-line modules
 compiled by mypyc); ``adapter (py)`` is the same source as pure Python, shown beside it.
 
     python -m bench.logs                 # 500k lines, 3 rounds; 300k Forward records, 3 rounds
     python -m bench.logs --quick         # 100k lines, 2 rounds; 100k records, 2 rounds
-    python -m bench.logs --part stdin    # or --part forward
+    python -m bench.logs --part stdin    # or --part forward, --part outputs
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import json
 import os
 import resource
 import signal
@@ -453,7 +459,13 @@ def slope(samples: list[tuple[float, float]], low: float, high: float) -> float 
 
 
 def forward_adapter_run(
-    frames: Sequence[bytes], records: int, log_level: str, peak: list[int], *, pure_python: bool
+    frames: Sequence[bytes],
+    records: int,
+    log_level: str,
+    peak: list[int],
+    *,
+    pure_python: bool,
+    output_env: Mapping[str, str] | None = None,
 ) -> ForwardRun:
     port, admin_port = free_port(), free_port()
     env = sidecar_env(
@@ -463,6 +475,7 @@ def forward_adapter_run(
             "LOGADAPTER_OUTPUTS": "stdout",
             "LOGADAPTER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
             "SIDECAR_LOG_LEVEL": log_level,
+            **(output_env or {}),
         },
         pure_python=pure_python,
     )
@@ -618,6 +631,156 @@ def bench_forward(records: int, rounds: int, log_level: str, patience: Patience)
     }
 
 
+# --- outputs: Forward input -> one output, each into a destination that takes everything ----
+
+OUTPUT_CONTESTANTS = ("forward://", "http:// (NDJSON)", "otlp protobuf", "otlp json", "cloudwatch://")
+OTLP_TARGET_RATIO = 0.5
+"""The OTLP output's rate, at least this fraction of the Forward output's in the same run."""
+DOWN_BUFFER_MAX = 4 * 1024 * 1024
+FAKE_AWS = {
+    "AWS_ACCESS_KEY_ID": "bench",
+    "AWS_SECRET_ACCESS_KEY": "bench",
+    "AWS_CONFIG_FILE": "/dev/null",
+    "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def output_env(name: str, port: int) -> dict[str, str]:
+    base = f"{LOOPBACK}:{port}"
+    if name == "forward://":
+        return {"LOGADAPTER_OUTPUTS": f"forward://{base}"}
+    if name == "http:// (NDJSON)":
+        return {"LOGADAPTER_OUTPUTS": f"http://{base}/ingest"}
+    if name.startswith("otlp"):
+        encoding = name.split()[1]
+        return {"LOGADAPTER_OUTPUTS": f"otlp+http://{base}", "LOGADAPTER_OTLP_ENCODING": encoding}
+    return {
+        **FAKE_AWS,
+        "LOGADAPTER_OUTPUTS": "cloudwatch:///bench/logs",
+        "LOGADAPTER_CLOUDWATCH_REGION": "us-east-1",
+        "LOGADAPTER_CLOUDWATCH_ENDPOINT": f"http://{base}",
+    }
+
+
+def output_run(
+    name: str, frames: Sequence[bytes], records: int, log_level: str, peak: list[int]
+) -> ForwardRun:
+    port = free_port()
+    mode = "forward" if name == "forward://" else "http"
+    body = "" if name == "otlp protobuf" else "{}"  # an empty ExportLogsServiceResponse
+    argv = [sys.executable, "-m", "bench.log_destination", "--mode", mode, "--listen", str(port),
+            "--body", body]
+    with ManagedProcess("destination", argv, env=sidecar_env({}), stdout=subprocess.DEVNULL) as dst:
+        dst.wait_port(port)
+        return forward_adapter_run(
+            frames, records, log_level, peak, pure_python=False, output_env=output_env(name, port)
+        )
+
+
+def destination_down_run(frames: Sequence[bytes], log_level: str) -> dict[str, Any]:
+    """OTLP output to a closed port, a 4 MiB buffer: how much memory while the input is held
+    back (the sender blocks once the buffer is full)."""
+    port, admin_port, dead = free_port(), free_port(), free_port()
+    env = sidecar_env(
+        {
+            "LOGADAPTER_INPUTS": "forward",
+            "LOGADAPTER_FORWARD_LISTEN": f"{LOOPBACK}:{port}",
+            "LOGADAPTER_OUTPUTS": f"otlp+http://{LOOPBACK}:{dead}",
+            "LOGADAPTER_BUFFER_MAX": str(DOWN_BUFFER_MAX),
+            "LOGADAPTER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
+            "SIDECAR_LOG_LEVEL": "error" if log_level == "info" else log_level,
+        }
+    )
+    argv = [sys.executable, "-m", "sidecars", "log-adapter"]
+    with ManagedProcess("log-adapter", argv, env=env, stdout=subprocess.DEVNULL) as adapter:
+        admin = f"http://{LOOPBACK}:{admin_port}"
+        adapter.wait_http_ok(admin + "/readyz")
+        def send_until_stopped() -> None:
+            with contextlib.suppress(OSError):  # the adapter is stopped while the send blocks
+                send_frames(port, frames)
+
+        sender = threading.Thread(target=send_until_stopped, daemon=True)
+        sender.start()
+        buffered, stable_since = -1, time.perf_counter()
+        while time.perf_counter() - stable_since < 3.0 and sender.is_alive():
+            status = json.loads(http_request(admin + "/status")[2])
+            now_buffered = int(status["buffer"]["bytes"])
+            if now_buffered != buffered:
+                buffered, stable_since = now_buffered, time.perf_counter()
+            time.sleep(0.2)
+        peak_kib = status_kib(adapter.pid, "VmHWM")
+        return {
+            "buffer_max_bytes": DOWN_BUFFER_MAX,
+            "buffered_bytes": buffered,
+            "sender_blocked": sender.is_alive(),
+            "peak_rss_mb": round(peak_kib / 1024, 1),
+        }
+
+
+def bench_outputs(records: int, rounds: int, log_level: str, patience: Patience) -> dict[str, Any]:
+    frames = packed_forward_frames(records)
+    runs: dict[str, list[ForwardRun]] = {name: [] for name in OUTPUT_CONTESTANTS}
+    peaks: dict[str, list[int]] = {name: [] for name in OUTPUT_CONTESTANTS}
+    failures: dict[str, str] = {}
+    for round_index in range(rounds):
+        names = list(runs) if round_index % 2 == 0 else list(runs)[::-1]
+        for name in names:
+            if name in failures:
+                continue
+            label = f"round {round_index + 1}: {name:<17}"
+            measure = functools.partial(output_run, name, frames, records, log_level, peaks[name])
+            try:
+                run, others = measured_quietly(measure, label, patience)
+            except BenchError as error:
+                failures[name] = str(error)
+                print(f"  {name} FAILED: {error}", flush=True)
+                continue
+            runs[name].append(run)
+            print(
+                f"    {label} {run.rate(records):>10,.0f} records/s  ({run.seconds:.2f}s; "
+                f"others used {others:.0%} of the CPUs)",
+                flush=True,
+            )
+    forward_rate = median([run.rate(records) for run in runs["forward://"]])
+    summaries: list[dict[str, Any]] = [
+        {
+            "name": name,
+            "records_per_second": [round(run.rate(records)) for run in measured],
+            "median_records_per_second": round(median([run.rate(records) for run in measured])),
+            "ratio_vs_forward_output": round(
+                median([run.rate(records) for run in measured]) / forward_rate, 3
+            )
+            if forward_rate
+            else None,
+            "peak_rss_mb": max(peaks[name]) / 1024 if peaks[name] else None,
+        }
+        for name, measured in runs.items()
+        if measured
+    ]
+    down = destination_down_run(frames, log_level)
+    print("\n== Outputs (Forward input -> one output, a destination that takes everything)")
+    print_table(
+        ["output", "records/s per round", "median", "vs forward://", "peak RSS MB"],
+        [
+            [
+                s["name"],
+                " ".join(f"{rate / 1000:.0f}k" for rate in s["records_per_second"]),
+                f"{s['median_records_per_second']:,}",
+                f"{s['ratio_vs_forward_output']:.2f}" if s["ratio_vs_forward_output"] else "-",
+                f"{s['peak_rss_mb']:.1f}" if s["peak_rss_mb"] is not None else "-",
+            ]
+            for s in summaries
+        ],
+    )
+    print(
+        f"  OTLP destination down, buffer bound {DOWN_BUFFER_MAX / 2**20:.0f} MiB: "
+        f"{down['buffered_bytes'] / 2**20:.1f} MiB buffered, sender blocked: "
+        f"{down['sender_blocked']}, peak RSS {down['peak_rss_mb']} MB"
+    )
+    return {"records": records, "contestants": summaries, "down": down, "failures": failures}
+
+
 # --- main -----------------------------------------------------------------------------------
 
 
@@ -639,7 +802,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--part",
         action="append",
-        choices=("stdin", "forward"),
+        choices=("stdin", "forward", "outputs"),
         help="run only these parts (repeatable); default: both",
     )
     parser.add_argument("--lines", type=int, help="corpus lines (default 500k, quick 100k)")
@@ -661,7 +824,7 @@ def main(argv: list[str] | None = None) -> int:
     stop_children_on_sigterm()
     build_sidecars()
     patience = Patience(args.patience)
-    parts = args.part or ["stdin", "forward"]
+    parts = args.part or ["stdin", "forward", "outputs"]
     rounds = args.rounds or (2 if args.quick else 3)
     lines = args.lines or (100_000 if args.quick else 500_000)
     records = args.records or (100_000 if args.quick else 300_000)
@@ -695,6 +858,20 @@ def main(argv: list[str] | None = None) -> int:
                 "Forward input records/s",
                 adapter["median_records_per_second"] if adapter else None,
                 FORWARD_TARGET,
+                at_least=True,
+            )
+        )
+    if "outputs" in parts:
+        with section("outputs"):
+            outputs = bench_outputs(records, rounds, args.log_level, patience)
+        results["outputs"] = outputs
+        failed |= bool(outputs["failures"])
+        otlp = find(outputs["contestants"], "otlp protobuf")
+        targets.append(
+            Target(
+                "OTLP output rate / Forward output rate",
+                otlp["ratio_vs_forward_output"] if otlp else None,
+                OTLP_TARGET_RATIO,
                 at_least=True,
             )
         )

@@ -7,6 +7,7 @@ says what is allowed; ``EnvReader`` turns those into one line per bad variable.
 from __future__ import annotations
 
 import difflib
+import importlib.util
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -184,6 +185,9 @@ def redis_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         raise ValueError("a Redis URL: redis://[:password@]host:port[/db] or rediss://...")
+    # An optional extra: said at start-up, not as an ImportError once the sidecar serves.
+    if importlib.util.find_spec("redis") is None:
+        raise ValueError("the Redis client installed with it: pip install 'sidecars[redis]'")
     return raw.strip()
 
 

@@ -288,16 +288,16 @@ ACCEPT_ERRORS = Counter(
     "sidecar_accept_errors_total",
     "Failed accept() calls on a data port, by errno name (EMFILE: out of descriptors).",
     [*_PROXY, "reason"],
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ACCEPT_PAUSES = Counter(
     "sidecar_accept_paused_total",
     "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
     _PROXY,
-    registry=REGISTRY,
+    registry=PROXY_METRICS,
 )
 ADMIN_CONNECTIONS_CLOSED = Counter(
-    "sidecar_admin_connections_closed_total",
+    "sidecars_admin_connections_closed_total",
     "Admin connections closed by the admin server: request_timeout, too_many.",
     ["reason"],
     registry=REGISTRY,
@@ -453,6 +453,24 @@ LOG_INPUT_ERRORS = Counter(
     "Bad input by input and kind (corrupt msgpack, bad frame, invalid UTF-8...).",
     ["input", "kind"],
     registry=LOG_ADAPTER_METRICS,
+)
+LOG_RECORDS_BY_LEVEL = Counter(
+    "logadapter_log_records_total",
+    "Records by service and level (at most 100 services; the rest are counted as other).",
+    ["service", "level"],
+    registry=REGISTRY,
+)
+LOG_HTTP_RESPONSES = Counter(
+    "logadapter_http_responses_total",
+    "Access-log records by service and status class (1xx-5xx, other).",
+    ["service", "status_class"],
+    registry=REGISTRY,
+)
+LOG_CLOUDWATCH_RESTAMPED = Counter(
+    "logadapter_cloudwatch_events_restamped_total",
+    "CloudWatch events sent with the time of sending: their own was too old or too far ahead.",
+    ["reason"],
+    registry=REGISTRY,
 )
 LOG_MULTILINE_GROUPS = Counter(
     "logadapter_multiline_groups_total",

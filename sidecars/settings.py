@@ -7,12 +7,13 @@ reads ``os.environ``.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from sidecars import envparse as p
 from sidecars.envparse import ConfigError, EnvReader, HostPort
@@ -31,6 +32,7 @@ __all__ = [
     "ConfigError",
     "HostPort",
     "LogAdapterSettings",
+    "OutlierSettings",
     "ProxySettings",
     "RetryOn",
     "RetrySettings",
@@ -119,7 +121,9 @@ def upstream_url(raw: str) -> Upstream:
     prefix = parts.path.rstrip("/")
     upstream = Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
     if upstream.srv and port is not None:
-        raise ValueError("an SRV name (_service._proto.name) takes its ports from DNS: no port")
+        raise ValueError(
+            "an SRV name (_service._proto.name) without a port: its ports come from DNS"
+        )
     return upstream
 
 
@@ -399,6 +403,144 @@ class LogAdapterSettings:
     buffer_max: int
     state_dir: str | None
     ecs_metadata_uri: str | None
+    remote: RemoteOutputSettings
+    # Bounds against hostile input (``_input_bounds``).
+    line_hard_cap: int = 8 * 1024 * 1024
+    forward_handshake_timeout: float = 10.0
+    forward_idle_timeout: float | None = None
+
+
+# --- the log adapter's remote outputs (cloudwatch://, otlp+http(s)://, http(s)://) and EMF ------
+
+CLOUDWATCH_STREAM_DEFAULT = "{service}/{container_id}"
+_OUTPUT_PATTERNS = (
+    r"stdout",
+    r"forward://[^/:]+:\d+",
+    r"file:///.+",
+    r"cloudwatch://[A-Za-z0-9_.#/-]{1,512}",
+    r"(otlp\+)?https?://[^/@\s]+(/\S*)?",
+)
+_OUTPUT_FORMS = (
+    "stdout, forward://host:port, file:///path, cloudwatch://<log-group>, "
+    "otlp+http(s)://host:port[/path] or http(s)://host[:port]/path (no credentials in the URL)"
+)
+_EXTRAS = {"cloudwatch://": ("cloudwatch", "botocore"), "otlp+": ("otlp", "opentelemetry.proto")}
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOutputSettings:
+    cloudwatch_stream: str
+    cloudwatch_region: str | None
+    cloudwatch_endpoint: str | None
+    cloudwatch_create: bool
+    cloudwatch_retention_days: int | None
+    otlp_encoding: str
+    otlp_compression: str
+    otlp_headers: tuple[tuple[str, str], ...]
+    otlp_sigv4: str | None
+    http_compression: str
+    http_headers: tuple[tuple[str, str], ...]
+    emf_namespace: str | None
+    emf_output: str | None
+
+
+# The retention periods PutRetentionPolicy accepts.
+_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827,
+                   2192, 2557, 2922, 3288, 3653)
+
+
+def header_list(raw: str) -> tuple[tuple[str, str], ...]:
+    """``name=value`` comma list (as ``OTEL_EXPORTER_OTLP_HEADERS``; values may be %-encoded)."""
+    headers: list[tuple[str, str]] = []
+    for item in p.comma_list(raw):
+        name, equals, value = item.partition("=")
+        if not equals or not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", name.strip()):
+            raise ValueError("a comma list of name=value")
+        headers.append((name.strip(), unquote(value.strip())))
+    return tuple(headers)
+
+
+STREAM_FIELD = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*)\}")
+"""A placeholder of ``LOGADAPTER_CLOUDWATCH_STREAM``: a record field, dotted for nested ones."""
+
+
+def stream_template(raw: str) -> str:
+    text = raw.strip()
+    if "{" in STREAM_FIELD.sub("", text) or "}" in STREAM_FIELD.sub("", text):
+        raise ValueError("a template of record fields such as {service}/{container_id}")
+    return text
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _check_output(reader: EnvReader, output: str, variable: str = "LOGADAPTER_OUTPUTS") -> None:
+    if not any(re.fullmatch(pattern, output) for pattern in _OUTPUT_PATTERNS):
+        reader.fail(variable, output, _OUTPUT_FORMS)
+        return
+    for prefix, (extra, module) in _EXTRAS.items():
+        if output.startswith(prefix) and not _installed(module):
+            reader.problems.append(
+                f"{variable} has {output}: that output needs the '{extra}' extra "
+                f"(pip install 'sidecars[{extra}]'), which is not installed"
+            )
+
+
+def _remote_outputs(
+    reader: EnvReader, env: Mapping[str, str], outputs: tuple[str, ...]
+) -> RemoteOutputSettings:
+    emf_namespace = reader.get("EMF_NAMESPACE", str.strip)
+    emf_output = reader.get("EMF_OUTPUT", str.strip)
+    if emf_output is not None:
+        _check_output(reader, emf_output, "LOGADAPTER_EMF_OUTPUT")
+    elif emf_namespace is not None:
+        emf_output = next((out for out in outputs if out.startswith("cloudwatch://")), "stdout")
+    region = reader.get("CLOUDWATCH_REGION", str.strip) or (
+        env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or None
+    )
+    sigv4 = reader.get("OTLP_SIGV4", p.choice("logs", "xray", "aps", "osis"))
+    if region is None and (
+        sigv4 is not None
+        or any(output.startswith("cloudwatch://") for output in (*outputs, emf_output or ""))
+    ):
+        reader.problems.append(
+            "LOGADAPTER_CLOUDWATCH_REGION is required with a cloudwatch:// output or "
+            "LOGADAPTER_OTLP_SIGV4 (or AWS_REGION / AWS_DEFAULT_REGION): e.g. eu-west-1"
+        )
+    if sigv4 is not None and not _installed("botocore"):
+        reader.problems.append(
+            "LOGADAPTER_OTLP_SIGV4 needs the 'cloudwatch' extra (pip install "
+            "'sidecars[cloudwatch]'), which is not installed"
+        )
+    retention = reader.get("CLOUDWATCH_RETENTION_DAYS", p.int_range(1))
+    if retention is not None and retention not in _RETENTION_DAYS:
+        reader.fail(
+            "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS",
+            str(retention),
+            "one of " + ", ".join(map(str, _RETENTION_DAYS)),
+        )
+    compression = p.choice("gzip", "none")
+    return RemoteOutputSettings(
+        cloudwatch_stream=reader.get(
+            "CLOUDWATCH_STREAM", stream_template, CLOUDWATCH_STREAM_DEFAULT
+        ),
+        cloudwatch_region=region,
+        cloudwatch_endpoint=reader.get("CLOUDWATCH_ENDPOINT", str.strip),
+        cloudwatch_create=reader.get("CLOUDWATCH_CREATE", p.boolean, False),
+        cloudwatch_retention_days=retention,
+        otlp_encoding=reader.get("OTLP_ENCODING", p.choice("protobuf", "json"), "protobuf"),
+        otlp_compression=reader.get("OTLP_COMPRESSION", compression, "gzip"),
+        otlp_headers=reader.get("OTLP_HEADERS", header_list, ()),
+        otlp_sigv4=sigv4,
+        http_compression=reader.get("HTTP_COMPRESSION", compression, "none"),
+        http_headers=reader.get("HTTP_HEADERS", header_list, ()),
+        emf_namespace=emf_namespace,
+        emf_output=emf_output,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -727,14 +869,7 @@ def _read_log_adapter(env: Mapping[str, str]) -> tuple[LogAdapterSettings, EnvRe
             reader.fail("LOGADAPTER_INPUTS", ",".join(inputs), "stdin, forward, tail, syslog")
     outputs: tuple[str, ...] = reader.get("OUTPUTS", p.comma_list, ("stdout",))
     for output in outputs:
-        if not (
-            output == "stdout"
-            or re.fullmatch(r"forward://[^/:]+:\d+", output)
-            or re.fullmatch(r"file:///.+", output)
-        ):
-            reader.fail(
-                "LOGADAPTER_OUTPUTS", output, "stdout, forward://host:port or file:///path"
-            )
+        _check_output(reader, output)
     log_format = reader.get("FORMAT", str.strip, "auto")
     known_formats = ("auto", "json", "logfmt", "clf", "syslog", "cri", "raw")
     if log_format.startswith("regex:"):
@@ -772,9 +907,34 @@ def _read_log_adapter(env: Mapping[str, str]) -> tuple[LogAdapterSettings, EnvRe
         buffer_max=reader.get("BUFFER_MAX", p.size, 64 * 1024 * 1024),
         state_dir=reader.get("STATE_DIR", str.strip),
         ecs_metadata_uri=env.get("ECS_CONTAINER_METADATA_URI_V4") or None,
+        remote=_remote_outputs(reader, env, outputs),
     )
+    settings = _input_bounds(reader, settings)
     reader.reject_unknown()
     return settings, reader
+
+
+def _optional_duration(raw: str) -> float | None:
+    return None if raw.strip().lower() in ("off", "0") else p.positive_duration(raw)
+
+
+def _input_bounds(reader: EnvReader, settings: LogAdapterSettings) -> LogAdapterSettings:
+    """The log adapter's bounds against hostile input: the longest line kept (split into
+    parts of ``MAX_LINE_BYTES``), the Forward handshake and idle deadlines."""
+    cap = reader.get("LINE_HARD_CAP", p.size, 8 * 1024 * 1024)
+    if cap < settings.max_line_bytes:
+        raw = reader.environ.get("LOGADAPTER_LINE_HARD_CAP", "")
+        reader.fail(
+            "LOGADAPTER_LINE_HARD_CAP", raw, "a size of at least LOGADAPTER_MAX_LINE_BYTES"
+        )
+    return dataclasses.replace(
+        settings,
+        line_hard_cap=max(cap, settings.max_line_bytes),
+        forward_handshake_timeout=reader.get(
+            "FORWARD_HANDSHAKE_TIMEOUT", p.positive_duration, 10.0
+        ),
+        forward_idle_timeout=reader.get("FORWARD_IDLE_TIMEOUT", _optional_duration, None),
+    )
 
 
 def load(command: SidecarName, env: Mapping[str, str]) -> ProxySettings | LogAdapterSettings:
@@ -814,6 +974,7 @@ def _default_text(default: object, parse: Any) -> str:
 
 
 _SECRET_FIELDS = {"admin_token", "forward_shared_key"}
+_HEADER_FIELDS = {"otlp_headers", "http_headers"}
 _URL_FIELDS = {"state_redis_url", "outputs"}
 
 
@@ -827,6 +988,8 @@ def to_json_dict(settings: Any) -> Any:
             value = getattr(settings, field.name)
             if field.name in _SECRET_FIELDS and value is not None:
                 out[field.name] = "***"
+            elif field.name in _HEADER_FIELDS:
+                out[field.name] = {name: "***" for name, _ in value}
             elif field.name in _URL_FIELDS and isinstance(value, str):
                 out[field.name] = p.mask_url(value)
             elif field.name in _URL_FIELDS and isinstance(value, tuple):

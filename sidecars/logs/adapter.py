@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import gc
+import select
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -24,10 +26,13 @@ from sidecars.logs.disk_buffer import DiskBuffer
 from sidecars.logs.ecs import fetch_ecs_metadata
 from sidecars.logs.pipeline import Pipeline
 from sidecars.logs.processor import LogProcessor
+from sidecars.logs.record_metrics import RecordMetrics
 from sidecars.logs.sinks import OutputClosed, Sink
 from sidecars.logs.sinks.delivery import OutputDelivery
+from sidecars.logs.sinks.emf import EmfReporter
 from sidecars.logs.sinks.file import FileSink, path_from_url
 from sidecars.logs.sinks.forward import ForwardSink
+from sidecars.logs.sinks.ndjson import NdjsonSink
 from sidecars.logs.sinks.stdout import StdoutSink
 from sidecars.logs.sources import Source
 from sidecars.logs.sources.forward import ForwardSource
@@ -39,6 +44,7 @@ from sidecars.runtime import Lifecycle
 from sidecars.settings import LogAdapterSettings, to_json_dict
 
 IDLE_FLUSH_SECONDS = 0.1
+EMF_STREAM = "logadapter-emf"
 CHECKPOINT_SECONDS = 1.0
 log = get_logger("sidecars.logs.adapter")
 
@@ -77,33 +83,67 @@ def build_buffer(settings: LogAdapterSettings, outputs: list[str]) -> RecordBuff
     return buffer
 
 
-def build_sink(output: str, settings: LogAdapterSettings) -> Sink:
+def build_sink(output: str, settings: LogAdapterSettings, *, emf: bool = False) -> Sink:
     if output == "stdout":
         return StdoutSink()
     if output.startswith("file://"):
         return FileSink(output, path_from_url(output), fsync=settings.buffer_dir is not None)
+    remote = settings.remote
+    if output.startswith(("http://", "https://")):
+        return NdjsonSink(output, remote.http_headers, gzip_body=remote.http_compression == "gzip")
+    if output.startswith("otlp+"):
+        from sidecars.logs.sinks.otlp import OtlpSink  # noqa: PLC0415 (the optional 'otlp' extra)
+
+        return OtlpSink(output, remote)
+    if output.startswith("cloudwatch://"):
+        from sidecars.logs.sinks.cloudwatch import (  # noqa: PLC0415 (the 'cloudwatch' extra)
+            CloudWatchSink,
+        )
+
+        return CloudWatchSink(output, remote, emf=emf)
     parts = urlsplit(output)
     assert parts.hostname is not None and parts.port is not None  # validated by settings
     return ForwardSink(output, parts.hostname, parts.port, settings.forward_shared_key)
+
+
+def build_emf_reporter(settings: LogAdapterSettings, metrics: RecordMetrics) -> EmfReporter | None:
+    """EMF records to ``LOGADAPTER_EMF_OUTPUT``: a sink of their own (named ``emf <output>``),
+    into a CloudWatch stream of their own."""
+    namespace, output = settings.remote.emf_namespace, settings.remote.emf_output
+    if namespace is None or output is None:
+        return None
+    remote = dataclasses.replace(settings.remote, cloudwatch_stream=EMF_STREAM)
+    sink = build_sink(output, dataclasses.replace(settings, remote=remote), emf=True)
+    sink.name = f"emf {output}"
+    if output == "stdout":
+        # Beside the records' own stdout writer: writes up to PIPE_BUF never interleave.
+        sink.max_batch_bytes = select.PIPE_BUF
+    return EmfReporter(namespace, sink, metrics)
 
 
 def build_sources(settings: LogAdapterSettings, pipeline: Pipeline) -> list[Source]:
     sources: list[Source] = []
     for name in dict.fromkeys(settings.inputs):
         if name == "stdin":
-            sources.append(StdinSource(pipeline, settings.max_line_bytes))
+            sources.append(StdinSource(pipeline, settings.line_hard_cap))
         elif name == "tail":
             sources.append(
                 TailSource(
-                    settings.tail_paths, pipeline, settings.max_line_bytes, settings.state_dir
+                    settings.tail_paths, pipeline, settings.line_hard_cap, settings.state_dir
                 )
             )
         elif name == "forward":
             sources.append(
-                ForwardSource(settings.forward_listen, settings.forward_shared_key, pipeline)
+                ForwardSource(
+                    settings.forward_listen,
+                    settings.forward_shared_key,
+                    pipeline,
+                    handshake_timeout=settings.forward_handshake_timeout,
+                    idle_timeout=settings.forward_idle_timeout,
+                )
             )
         elif name == "syslog":
-            sources.append(SyslogSource(settings.syslog_listen, pipeline, settings.max_line_bytes))
+            sources.append(SyslogSource(settings.syslog_listen, pipeline, settings.line_hard_cap))
     return sources
 
 
@@ -115,6 +155,8 @@ class LogAdapter:
         pipeline: Pipeline,
         sources: list[Source],
         deliveries: list[OutputDelivery],
+        *,
+        emf: EmfReporter | None = None,
     ) -> None:
         self.settings = settings
         self.lifecycle = lifecycle
@@ -122,6 +164,7 @@ class LogAdapter:
         self.buffer = pipeline.buffer
         self.sources = sources
         self.deliveries = deliveries
+        self.emf = emf
         self._delivery_tasks: dict[asyncio.Task[None], OutputDelivery] = {}
         self._failed_outputs: list[str] = []
 
@@ -138,6 +181,8 @@ class LogAdapter:
                 task = asyncio.create_task(delivery.run(), name=f"output {delivery.sink.name}")
                 task.add_done_callback(self._delivery_ended)
                 self._delivery_tasks[task] = delivery
+            if self.emf is not None:
+                self.emf.start()
             maintenance = asyncio.create_task(self._maintain(), name="maintenance")
             stdin_eof = self._watch_stdin()
             tune_garbage_collector()
@@ -216,6 +261,8 @@ class LogAdapter:
             await maintenance
         self.pipeline.flush()
         self.buffer.close_input()
+        if self.emf is not None:
+            await self.emf.stop(remaining())
         pending = [task for task in self._delivery_tasks if not task.done()]
         if pending:
             _, late = await asyncio.wait(pending, timeout=remaining())
@@ -260,6 +307,7 @@ class LogAdapter:
                 **self.pipeline.processor.totals,
             },
             "offsets": inputs.get("tail", {}).get("files", []),
+            "emf": self.emf.status() if self.emf is not None else None,
         }
 
 
@@ -273,7 +321,8 @@ async def serve(settings: LogAdapterSettings, lifecycle: Lifecycle) -> None:
     deliveries = [
         OutputDelivery(build_sink(output, settings), pipeline.buffer) for output in outputs
     ]
+    emf = build_emf_reporter(settings, pipeline.record_metrics)
     adapter = LogAdapter(
-        settings, lifecycle, pipeline, build_sources(settings, pipeline), deliveries
+        settings, lifecycle, pipeline, build_sources(settings, pipeline), deliveries, emf=emf
     )
     await adapter.run()

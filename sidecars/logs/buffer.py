@@ -69,11 +69,18 @@ def _json_safe(value: Any) -> Any:
 
 def _encode_unusual(record: Record) -> bytes:
     """A record with non-string keys (Forward records may have them), lone surrogates or
-    integers past 64 bits."""
+    integers past 64 bits. One that cannot be encoded even so (nothing the inputs make:
+    their records are bounded in depth) is dropped, counted and logged: never its batch."""
     try:
         return orjson.dumps(record, default=str, option=_ANY_KEYS)
     except TypeError:
+        pass
+    try:
         return orjson.dumps(_json_safe(record), default=str, option=_ANY_KEYS)
+    except (TypeError, ValueError, RecursionError) as error:
+        LOG_RECORDS_DROPPED.labels("unencodable").inc()
+        log.error("record_unencodable", error=f"{type(error).__name__}: {str(error)[:200]}")
+        return b""
 
 
 def encode_records(records: Iterable[Record]) -> bytes:

@@ -36,8 +36,14 @@ def ecs_fields(container: Mapping[str, Any]) -> dict[str, Any]:
 
 async def fetch_ecs_metadata(uri: str, seconds: float = TIMEOUT_SECONDS) -> dict[str, Any]:
     # Imported here: outside ECS the adapter never loads aiohttp (~0.1 s of start-up and
-    # ~12 MB of memory; the admin server does without it too).
-    import aiohttp  # noqa: PLC0415
+    # ~12 MB of memory; the admin server does without it too). It is the `ecs` extra: ECS sets
+    # the variable itself, so without the extra the adapter runs on, without the fields.
+    try:
+        import aiohttp  # noqa: PLC0415
+    except ImportError:
+        missing = "aiohttp is not installed: pip install 'sidecars[ecs]'"
+        log.warn("ecs_metadata_unavailable", uri=uri, error=missing)
+        return {}
 
     try:
         async with (

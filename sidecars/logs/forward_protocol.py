@@ -25,6 +25,8 @@ from typing import Any
 import msgpack
 from fluent.sender import EventTime
 
+from sidecars.logs import depth
+
 EVENT_TIME_EXT = 0
 MAX_MESSAGE_BYTES = 32 * 1024 * 1024
 """Largest msgpack message a connection may buffer (Fluentd's chunks default to 8 MB)."""
@@ -142,28 +144,103 @@ def _inflate(data: bytes) -> bytes:
     return b"".join(out)
 
 
+def _entries_unpacker(payload: bytes, errors: str) -> Any:
+    unpacker = msgpack.Unpacker(
+        raw=False,
+        unicode_errors=errors,
+        strict_map_key=False,
+        max_buffer_size=max(len(payload), 1),
+        ext_hook=_event_time_ext,
+    )
+    unpacker.feed(payload)
+    return unpacker
+
+
 def _packed_entries(payload: bytes) -> tuple[list[EventTuple], bool]:
     """The entries, and whether all their strings are valid UTF-8: decoded strictly first
     (then nothing needs repair downstream), else again keeping undecodable bytes as
     surrogates, as ``new_unpacker`` does."""
     for errors in ("strict", "surrogateescape"):
-        unpacker = msgpack.Unpacker(
-            raw=False,
-            unicode_errors=errors,
-            strict_map_key=False,
-            max_buffer_size=max(len(payload), 1),
-            ext_hook=_event_time_ext,
-        )
-        unpacker.feed(payload)
         try:
-            return _entries(unpacker), errors == "strict"
+            return _entries(_entries_unpacker(payload, errors)), errors == "strict"
         except ForwardProtocolError:
             raise
         except UnicodeDecodeError:
             continue
+        except msgpack.exceptions.StackError:
+            return _entries_one_by_one(payload), False
         except ValueError as error:
             raise ForwardProtocolError(f"bad PackedForward entries: {error}") from None
     raise AssertionError("unreachable: surrogateescape decodes any bytes")
+
+
+TOO_DEEP_FOR_MSGPACK = {"message": depth.MARKER}
+"""What stands for an entry nested past msgpack's own limit (1,024 levels): it cannot be
+decoded at all, and its neighbours must not be lost with it."""
+
+
+def _entries_one_by_one(payload: bytes) -> list[EventTuple]:
+    """Entries decoded apart, found by their byte extent (``object_end``): one nested past
+    msgpack's limit becomes ``TOO_DEEP_FOR_MSGPACK`` (counted as a depth cut)."""
+    entries: list[EventTuple] = []
+    at = 0
+    while at < len(payload):
+        end = object_end(payload, at)
+        try:
+            entries += _entries(_entries_unpacker(payload[at:end], "surrogateescape"))
+        except msgpack.exceptions.StackError:
+            depth.count_cut()
+            entries.append((None, dict(TOO_DEEP_FOR_MSGPACK)))
+        except ValueError as error:
+            raise ForwardProtocolError(f"bad PackedForward entries: {error}") from None
+        at = end
+    return entries
+
+
+_FIXED_SIZES = {
+    0xC0: 0, 0xC2: 0, 0xC3: 0, 0xCA: 4, 0xCB: 8, 0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8,
+    0xD0: 1, 0xD1: 2, 0xD2: 4, 0xD3: 8, 0xD4: 2, 0xD5: 3, 0xD6: 5, 0xD7: 9, 0xD8: 17,
+}
+_SIZED = {0xC4: 1, 0xC5: 2, 0xC6: 4, 0xD9: 1, 0xDA: 2, 0xDB: 4}  # bin, str: length bytes
+_EXT = {0xC7: 1, 0xC8: 2, 0xC9: 4}  # ext: length bytes, then a type byte
+_CONTAINERS = {0xDC: (2, 1), 0xDD: (4, 1), 0xDE: (2, 2), 0xDF: (4, 2)}  # array, map
+
+
+def object_end(data: bytes, start: int) -> int:
+    """Where the msgpack object at ``start`` ends, at any depth: a count of the items still
+    due, no recursion."""
+    due, at = 1, start
+    while due:
+        if at >= len(data):
+            raise ForwardProtocolError("truncated PackedForward entry")
+        due -= 1
+        first = data[at]
+        at += 1
+        if first <= 0x7F or first >= 0xE0:
+            continue
+        if first <= 0x8F:
+            due += 2 * (first & 0x0F)
+        elif first <= 0x9F:
+            due += first & 0x0F
+        elif first <= 0xBF:
+            at += first & 0x1F
+        elif first in _FIXED_SIZES:
+            at += _FIXED_SIZES[first]
+        elif first in _SIZED:
+            width = _SIZED[first]
+            at += width + int.from_bytes(data[at : at + width], "big")
+        elif first in _EXT:
+            width = _EXT[first]
+            at += width + 1 + int.from_bytes(data[at : at + width], "big")
+        elif first in _CONTAINERS:
+            width, per_item = _CONTAINERS[first]
+            due += per_item * int.from_bytes(data[at : at + width], "big")
+            at += width
+        else:
+            raise ForwardProtocolError(f"bad msgpack byte 0x{first:02x}")
+    if at > len(data):
+        raise ForwardProtocolError("truncated PackedForward entry")
+    return at
 
 
 def decode_message(value: Any) -> ForwardMessage | Heartbeat:

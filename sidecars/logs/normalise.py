@@ -65,7 +65,9 @@ _LEVEL_NAMES = levels.TABLE
 
 
 def _text(value: Any) -> str:
-    return value if isinstance(value, str) else orjson.dumps(value, default=str).decode()
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _id(value: Any) -> str | None:
@@ -96,16 +98,19 @@ def _merge_error(record: Record, attributes: dict[str, Any], key: str, value: An
             error.setdefault("message", value)
         return True
     if isinstance(value, Mapping):
-        rest: dict[str, Any] = {}
-        for field, item in value.items():
-            if field in ("type", "name", "kind") and isinstance(item, str):
+        # A Forward record's keys may be other than strings: ``name`` is Any, not the str
+        # ``field`` above (the compiled build checks the types).
+        rest: dict[Any, Any] = {}
+        name: Any
+        for name, item in value.items():
+            if name in ("type", "name", "kind") and isinstance(item, str):
                 error.setdefault("type", item)
-            elif field == "message" and isinstance(item, str):
+            elif name == "message" and isinstance(item, str):
                 error.setdefault("message", item)
-            elif field in ("stack", "stack_trace", "stacktrace") and isinstance(item, str):
+            elif name in ("stack", "stack_trace", "stacktrace") and isinstance(item, str):
                 error.setdefault("stack_trace", item)
             else:
-                rest[field] = item
+                rest[name] = item
         if rest:
             attributes[key] = rest
         return True
@@ -449,9 +454,9 @@ def _sidecar_event(record: Record, attributes: dict[str, Any]) -> None:
     record["http"] = http
 
 
-def _ecs_log(record: Record, attributes: dict[str, Any], value: Mapping[str, Any]) -> None:
-    """ECS ``"log": {"level": ..., "logger": ...}``."""
-    rest: dict[str, Any] = {}
+def _ecs_log(record: Record, attributes: dict[str, Any], value: Mapping[Any, Any]) -> None:
+    """ECS ``"log": {"level": ..., "logger": ...}`` (keys of any type, as in ``_merge_error``)."""
+    rest: dict[Any, Any] = {}
     for field, item in value.items():
         if field == "level" and "level" not in record and levels.from_value(item):
             record["level"] = levels.from_value(item)
@@ -468,7 +473,7 @@ def _datadog(record: Record, attributes: dict[str, Any], value: Any) -> None:
     if not isinstance(value, Mapping):
         attributes["dd"] = value
         return
-    rest: dict[str, Any] = {}
+    rest: dict[Any, Any] = {}
     for field, item in value.items():
         ident = _id(item) if field in ("trace_id", "span_id") else None
         if ident is not None and field not in record:

@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from sidecars.logs.buffer import BufferWriteError, RecordBuffer
 from sidecars.logs.model import LogLine, Record
+from sidecars.logs.record_metrics import RecordMetrics
 from sidecars.observability import LOG_RECORDS_DROPPED, LOG_RECORDS_IN, get_logger
 
 log = get_logger("sidecars.logs.pipeline")
@@ -62,9 +63,15 @@ class LineRun:
 
 
 class Pipeline:
-    def __init__(self, processor: LineProcessor, buffer: RecordBuffer) -> None:
+    def __init__(
+        self,
+        processor: LineProcessor,
+        buffer: RecordBuffer,
+        record_metrics: RecordMetrics | None = None,
+    ) -> None:
         self.processor = processor
         self.buffer = buffer
+        self.record_metrics = record_metrics or RecordMetrics()
         self._records_in: dict[str, Any] = {}
 
     @property
@@ -166,8 +173,10 @@ class Pipeline:
     def _append(self, records: list[Record]) -> int:
         """Raises ``BufferWriteError`` (counted, logged) so that nothing lost is acknowledged."""
         try:
-            return self.buffer.append(records)
+            position = self.buffer.append(records)
         except BufferWriteError as error:
             LOG_RECORDS_DROPPED.labels("buffer_write_error").inc(len(records))
             log.error("buffer_write_failed", records=len(records), error=str(error))
             raise
+        self.record_metrics.count(records)
+        return position

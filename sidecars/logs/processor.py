@@ -22,9 +22,14 @@ JSON line. Otherwise ``text`` is the line (``fields`` may carry only partial mar
 
 Limits: a line longer than ``max_line_bytes`` (after stitching) is cut into pieces of at
 most that size, each its own record marked ``attributes.truncated = true`` and
-``attributes.part = "i/n"``; a group reaching ``multiline_max_bytes`` is emitted marked
+``attributes.part = "i/n"`` (partial lines are stitched up to ``line_hard_cap``, the parts
+past it make another line); a group reaching ``multiline_max_bytes`` is emitted marked
 ``truncated`` and its next lines start a new group (marked ``continued``). Both are counted
-in ``logadapter_records_truncated_total`` and logged (at most once a minute per reason).
+in ``logadapter_records_truncated_total`` and logged (at most once a minute per reason), as
+are decoded objects cut at ``depth.MAX_DEPTH`` (``formats.json.load_object``, the Forward
+input). Each record is made under a guard (``_add_single``): one that raises is dropped,
+counted (``logadapter_records_dropped_total{reason="processor_error"}``) and logged; its
+neighbours go on.
 
 Speed: this runs for every line, so the common case (a line that starts a new group, the
 previous one emitted as a one-line record) takes the shortest path, with a handful of
@@ -86,6 +91,7 @@ class LogProcessor:
         self._timeout = settings.multiline_timeout
         self._group_limit = settings.multiline_max_bytes
         self._line_limit = settings.max_line_bytes
+        self._line_cap = settings.line_hard_cap
         # A str of at most limit/4 characters is at most limit UTF-8 bytes: no encoding needed.
         self._line_quick = settings.max_line_bytes // 4
         # The inlined common case applies to lines under that size, with multiline on.
@@ -194,9 +200,12 @@ class LogProcessor:
                     held, _, moment, held_data, held_extra, held_suspect = pending
                     if json_lane and held is like and held_data is not None and not held_suspect:
                         default_time = plain_time if moment is None else None
-                        record = normalise.schema_record(held_data, service, default_time, head)
+                        try:
+                            record = normalise.schema_record(held_data, service, default_time, head)
+                        except Exception:  # ``_add_run`` counts what fails
+                            record = None
                     if record is None:
-                        out.append(self._emit_run(pending, name))
+                        self._add_run(out, pending, name)
                     else:
                         if record["timestamp"] is None:  # the line's input time, then
                             record["timestamp"] = self._default_time(like, moment)
@@ -355,7 +364,7 @@ class LogProcessor:
             and (first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text))
         ):
             if stream.single is not None:
-                out.append(self._emit_single(stream.single, name))
+                self._add_single(out, stream.single, name)
             stream.single = (line, text, None, data, None, suspect)
             return
         self._place(name, (line, text, None, data, None, suspect), now, out)
@@ -408,7 +417,7 @@ class LogProcessor:
             first = text[:1]
             if first in ORDINARY_STARTS or _logfmt_start(text) or _capital_head(first, text):
                 if stream.single is not None:
-                    out.append(self._emit_single(stream.single, name))
+                    self._add_single(out, stream.single, name)
                 stream.single = single
                 return
         self._add_line(stream, single, out)
@@ -432,7 +441,7 @@ class LogProcessor:
         if not self._multiline:
             self._drain_group(stream, out)
             if text and not text.isspace():
-                out.append(self._emit_single(single, stream.name))
+                self._add_single(out, single, stream.name)
             return
         group = stream.group
         if stream.single is not None:
@@ -451,7 +460,7 @@ class LogProcessor:
                 return
             # The group is full: emit it marked, and let its next lines start a new one.
             stream.group = None
-            out.append(self._emit_group(group, stream.name, truncated=True))
+            self._add_group(out, group, stream.name, truncated=True)
             counters = self._counters.truncated
             counters["multiline_max_bytes"] = counters.get("multiline_max_bytes", 0) + 1
             line, text, when, data, extra, suspect = single
@@ -488,7 +497,7 @@ class LogProcessor:
             return None
         stream.partial.append(text)
         stream.partial_size += len(text)
-        if more and stream.partial_size <= self._line_limit:
+        if more and stream.partial_size <= self._line_cap:
             return None
         return stream.take_partial()
 
@@ -504,17 +513,17 @@ class LogProcessor:
         pieces = split_line(text, self._line_limit)
         for number, piece in enumerate(pieces, 1):
             marks = {**(extra or {}), "truncated": True, "part": f"{number}/{len(pieces)}"}
-            out.append(self._emit_single((line, piece, when, None, marks, suspect), stream.name))
+            self._add_single(out, (line, piece, when, None, marks, suspect), stream.name)
         counters = self._counters.truncated
         counters["max_line_bytes"] = counters.get("max_line_bytes", 0) + 1
 
     def _drain_group(self, stream: StreamState, out: list[Record]) -> None:
         """Emit the stream's pending group, if any."""
         if stream.single is not None:
-            out.append(self._emit_single(stream.single, stream.name))
+            self._add_single(out, stream.single, stream.name)
             stream.single = None
         elif stream.group is not None:
-            out.append(self._emit_group(stream.group, stream.name))
+            self._add_group(out, stream.group, stream.name)
             stream.group = None
 
     def _drain(self, stream: StreamState, out: list[Record]) -> None:
@@ -531,6 +540,30 @@ class LogProcessor:
                 return detect.detect(text, self._now)
             return self._parse(text, self._now)
         return self._hinted.get(hint, self._parse)(text, self._now)
+
+    # Every record is made under a guard: whatever one line holds, an exception in its
+    # parsing, normalisation or redaction costs that record alone (counted, logged), never
+    # its neighbours or the input.
+
+    def _add_single(self, out: list[Record], single: Single, stream_name: str | None) -> None:
+        try:
+            out.append(self._emit_single(single, stream_name))
+        except Exception as error:
+            self._counters.failed(error, self._now)
+
+    def _add_run(self, out: list[Record], single: Single, stream_name: str | None) -> None:
+        try:
+            out.append(self._emit_run(single, stream_name))
+        except Exception as error:
+            self._counters.failed(error, self._now)
+
+    def _add_group(
+        self, out: list[Record], group: Group, stream_name: str | None, *, truncated: bool = False
+    ) -> None:
+        try:
+            out.append(self._emit_group(group, stream_name, truncated=truncated))
+        except Exception as error:
+            self._counters.failed(error, self._now)
 
     def _emit_single(self, single: Single, stream_name: str | None) -> Record:
         """A one-line group as a record: parse, normalise, redact."""
@@ -647,6 +680,12 @@ class LogProcessor:
         stream = self._streams.get(line.stream_key, {}).get(line.stream)
         if stream is not None:
             self._drain_group(stream, out)  # keep the stream's order
+        try:
+            out.append(self._structured_record(line, fields))
+        except Exception as error:  # as ``_add_single``
+            self._counters.failed(error, self._now)
+
+    def _structured_record(self, line: LogLine, fields: dict[str, Any]) -> Record:
         record_fields = normalise.from_mapping(fields)
         record_fields.setdefault("message", "")
         container_id = record_fields.pop("container_id", None)
@@ -666,7 +705,7 @@ class LogProcessor:
             rules = self._redactor.scan(raw, record.get("attributes", _NO_KEYS))
             if rules:
                 self._redactor.redact(record, rules)
-        out.append(record)
+        return record
 
     def _finish(
         self,

@@ -113,7 +113,7 @@ class ClientConnection(asyncio.Protocol):
         self.loop = route.loop
         self.transport: asyncio.Transport | None = None
         self._parser = HttpRequestParser(self)
-        self._timer = DeadlineTimer(self.loop, self._on_timer)
+        self._timer = DeadlineTimer(self.loop, self._on_timer, route.timer_clock)
         self.peer = b""
         self.remote_addr = ""
         self._head = Exchange(self, route)  # the request being parsed while _in_head
@@ -197,7 +197,7 @@ class ClientConnection(asyncio.Protocol):
             return
         # The connection's timer is always armed: when it fires it finds the connection idle
         # and measures from here.
-        self._idle_since = self.loop.time()
+        self._idle_since = self.route.timer_clock()
 
     def start_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
         """Relay raw bytes both ways from now on (after the upstream's 101)."""
@@ -206,7 +206,7 @@ class ClientConnection(asyncio.Protocol):
         self._diverted = True
         # A tunnel idle both ways for P_IDLE_TIMEOUT is closed (the timer counts the reads).
         self._reads_checked = self._reads = 0
-        self._timer.set(self.loop.time() + self.route.idle_timeout)
+        self._timer.set(self.route.timer_clock() + self.route.idle_timeout)
         conn.start_tunnel(self.transport, data)
         if self._upgrade_buffer:
             conn.write(bytes(self._upgrade_buffer))
@@ -233,7 +233,7 @@ class ClientConnection(asyncio.Protocol):
         route.connections.add(self)
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        self._head_started = now = self.loop.time()
+        self._head_started = now = self.route.timer_clock()
         self._timer.set(now + route.header_timeout)
 
     def data_received(self, data: bytes) -> None:
@@ -255,7 +255,7 @@ class ClientConnection(asyncio.Protocol):
             # A head not complete in one read (perhaps not even its target yet): now its time
             # and size are watched.
             if not self._head_started:
-                self._head_started = self.loop.time()
+                self._head_started = self.route.timer_clock()
             self._head_bytes += len(data)
             if self._head_bytes > self.route.max_header_size:
                 self._refuse(errors.HEAD_TOO_LARGE)
@@ -446,7 +446,7 @@ class ClientConnection(asyncio.Protocol):
         if self._lingering:
             self.route.outbox.close(self.transport)  # type: ignore[arg-type]
             return
-        now = self.loop.time()
+        now = self.route.timer_clock()
         route = self.route
         tunnel = self.tunnel
         if tunnel is not None:
@@ -504,7 +504,7 @@ class ClientConnection(asyncio.Protocol):
         if self._paused:
             self._paused = 0
             self.transport.resume_reading()
-        self._timer.set(self.loop.time() + _LINGER)
+        self._timer.set(self.route.timer_clock() + _LINGER)
 
 
 def _judge_head(head: RequestHead, route: Route) -> None:

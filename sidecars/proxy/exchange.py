@@ -307,7 +307,7 @@ class Exchange(RequestHead):
             remaining = self.remaining()
             per_try = route.per_try_timeout
             budget = remaining if per_try is None or per_try > remaining else per_try
-        head_deadline = route.loop.time() + budget
+        head_deadline = route.timer_clock() + budget
         endpoint = self.endpoint = self.cluster.pick(self.tried)
         if endpoint is None:
             # No endpoint at all: the names of the cluster did not resolve (yet).
@@ -403,7 +403,7 @@ class Exchange(RequestHead):
         remaining = self.remaining()
         route = self.route
         self._dial(
-            endpoint.pool, min(remaining, route.connect_timeout), route.loop.time() + remaining
+            endpoint.pool, min(remaining, route.connect_timeout), route.timer_clock() + remaining
         )
 
     def remaining(self) -> float:

@@ -109,8 +109,11 @@ class ConnectionPool:
         authority: bytes,
         path_prefix: bytes,
         opened_counter: Any,
+        timer_clock: Callable[[], float] | None = None,
     ) -> None:
         self.loop = loop
+        # The clock of connection deadlines (the loop's unless a test gives its own).
+        self.timer_clock = loop.time if timer_clock is None else timer_clock
         self.connector = connector
         self.target = target
         self.outbox = outbox
@@ -149,7 +152,7 @@ class ConnectionPool:
             conn.close()
             return
         idle = self._idle
-        now = self.loop.time()
+        now = self.timer_clock()
         if len(idle) >= self._max_idle and now - idle[0].idle_since >= _SETTLE:
             oldest = idle.popleft()
             oldest.pooled = False

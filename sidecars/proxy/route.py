@@ -62,8 +62,9 @@ class ClientSide(Protocol):
 
 class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
-    cluster, ``resolver`` for discovery, ``connector`` to open upstream connections, and
-    ``random`` (``randrange``) for the balancer and the backoff jitter."""
+    cluster, ``timer_clock`` for connection deadlines, ``resolver`` for discovery,
+    ``connector`` to open upstream connections, and ``randrange`` for the balancer and the
+    backoff jitter."""
 
     def __init__(
         self,
@@ -76,6 +77,7 @@ class Route:
         access_log: AccessLog | None,
         end_of_iteration: EndOfIteration,
         clock: Clock = time.monotonic,
+        timer_clock: Clock | None = None,
         connector: Connector | None = None,
         randrange: Random = random.randrange,
     ) -> None:
@@ -85,6 +87,9 @@ class Route:
         self.json_name = orjson.dumps(settings.name)  # for access lines
         self.loop = loop
         self.clock = clock
+        # Connection deadlines (head, idle, header timeouts) are on this clock and woken by
+        # the loop's timers; it is the loop's own unless a test drives its own.
+        self.timer_clock: Clock = loop.time if timer_clock is None else timer_clock
         self.metrics = RouteMetrics(proxy.sidecar, settings.name, end_of_iteration)
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
@@ -129,6 +134,7 @@ class Route:
                     authority=member.authority,
                     path_prefix=prefix,
                     opened_counter=self.metrics.upstream_connections_opened,
+                    timer_clock=self.timer_clock,
                 )
 
             built = Cluster(

@@ -68,7 +68,7 @@ class TcpRelay(asyncio.Protocol):
         self._client_eof = False
         self._upstream_eof = False
         self._early = bytearray()  # bytes the client sent before the dial finished
-        self._timer = DeadlineTimer(route.loop, self._on_timer)
+        self._timer = DeadlineTimer(route.loop, self._on_timer, route.timer_clock)
         self._reads = 0  # reads either way: a count, not a time (a clock per read costs more)
         self._reads_checked = 0
         self.closed = False
@@ -83,7 +83,7 @@ class TcpRelay(asyncio.Protocol):
         route.in_flight += 1
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        self._timer.set(route.loop.time() + route.idle_timeout)
+        self._timer.set(route.timer_clock() + route.idle_timeout)
         cluster: Cluster = route.cluster
         breaker = route.breaker
         if breaker is not None:
@@ -254,7 +254,7 @@ class TcpRelay(asyncio.Protocol):
             self.abort()
             return
         self._reads_checked = self._reads
-        self._timer.set(route.loop.time() + route.idle_timeout)
+        self._timer.set(route.timer_clock() + route.idle_timeout)
 
     # -- draining and verdicts ----------------------------------------------------------------
 

@@ -17,12 +17,20 @@ _SLACK = 0.001
 
 
 class DeadlineTimer:
-    """Calls ``callback`` once ``loop.time()`` reaches ``deadline`` (``math.inf``: never)."""
+    """Calls ``callback`` once ``clock()`` reaches ``deadline`` (``math.inf``: never). The
+    clock is the event loop's unless one is given (tests drive their own); the loop only
+    wakes the timer up, the clock decides whether it is due."""
 
-    __slots__ = ("_armed_at", "_callback", "_handle", "_loop", "deadline")
+    __slots__ = ("_armed_at", "_callback", "_clock", "_handle", "_loop", "deadline")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, callback: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        callback: Callable[[], None],
+        clock: Callable[[], float] | None = None,
+    ) -> None:
         self._loop = loop
+        self._clock = loop.time if clock is None else clock
         self._callback = callback
         self._handle: asyncio.TimerHandle | None = None
         self._armed_at = math.inf
@@ -34,7 +42,7 @@ class DeadlineTimer:
             if self._handle is not None:
                 self._handle.cancel()
             self._armed_at = deadline
-            self._handle = self._loop.call_at(deadline, self._fire)
+            self._handle = self._loop.call_later(max(0.0, deadline - self._clock()), self._fire)
 
     def clear(self) -> None:
         """No deadline; a pending handle stays and finds nothing to do when it fires."""
@@ -53,7 +61,7 @@ class DeadlineTimer:
         deadline = self.deadline
         if deadline == math.inf:
             return
-        if self._loop.time() + _SLACK >= deadline:
+        if self._clock() + _SLACK >= deadline:
             self.deadline = math.inf
             self._callback()
         else:

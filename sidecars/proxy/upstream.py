@@ -86,7 +86,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._parser = HttpResponseParser(self)
         self.exchange: Exchange | None = None
-        self.timer = DeadlineTimer(self.loop, self._on_timer)
+        self.timer = DeadlineTimer(self.loop, self._on_timer, pool.timer_clock)
         self.closed = False
         self.pooled = False
         self.reused = False
@@ -385,7 +385,7 @@ class UpstreamConnection(asyncio.Protocol):
     # -- timeouts ---------------------------------------------------------------------------
 
     def _on_timer(self) -> None:
-        now = self.loop.time()
+        now = self.pool.timer_clock()
         exchange = self.exchange
         if exchange is None:
             if self.pooled:

@@ -22,6 +22,7 @@ import dockerfile
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "images" / "Dockerfile"
 COMPOSE_FILE = REPO / "docker-compose.yml"
+FLUENTD_COMPOSE_FILE = REPO / "docker-compose.fluentd.yml"  # Docker's log driver, added on
 ECS_TASK_DEFINITION = REPO / "examples" / "ecs" / "task-definition.json"
 KUBERNETES_DIR = REPO / "examples" / "kubernetes"
 

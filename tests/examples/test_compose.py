@@ -1,4 +1,5 @@
-"""docker-compose.yml, checked offline: the compose schema, then the wiring a runtime relies on."""
+"""docker-compose.yml (and docker-compose.fluentd.yml, Docker's log driver added on), checked
+offline: the compose schema, then the wiring a runtime relies on."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 import yaml
 from deploy_artifacts import (
     COMPOSE_FILE,
+    FLUENTD_COMPOSE_FILE,
     dockerfile_targets,
     drain_seconds,
     effective_settings,
@@ -69,9 +71,23 @@ def check_jsonschema(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_matches_the_compose_specification() -> None:
-    result = check_jsonschema(COMPOSE_FILE)
+@pytest.mark.parametrize("path", [COMPOSE_FILE, FLUENTD_COMPOSE_FILE], ids=lambda p: p.name)
+def test_matches_the_compose_specification(path: Path) -> None:
+    result = check_jsonschema(path)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_any_engine_can_run_the_stack() -> None:
+    """No log driver that only Docker has (podman has no fluentd driver), no top-level `name`
+    (compose v1 rejects it): those stay in docker-compose.fluentd.yml, or out."""
+    stack = yaml.safe_load(COMPOSE_FILE.read_text())
+    assert "name" not in stack
+    assert {name for name, service in stack["services"].items() if "logging" in service} == set()
+    added = yaml.safe_load(FLUENTD_COMPOSE_FILE.read_text())
+    assert set(added) == {"services"}
+    assert {name: set(service) for name, service in added["services"].items()} == {
+        APP: {"logging"}
+    }
 
 
 def test_the_schema_check_rejects_a_misspelt_key(tmp_path: Path) -> None:
@@ -140,7 +156,7 @@ def test_app_logs_reach_the_adapter_by_driver_and_by_shared_volume(
     adapter_name = next(name for name, command in sidecars.items() if command == "log-adapter")
     adapter = settings[adapter_name]
     assert {"forward", "tail"} <= set(adapter["inputs"])
-    logging = services[APP]["logging"]
+    logging = yaml.safe_load(FLUENTD_COMPOSE_FILE.read_text())["services"][APP]["logging"]
     assert logging["driver"] == "fluentd"
     assert port_of(logging["options"]["fluentd-address"]) == port_of(adapter["forward_listen"])
     access_log_dir = posixpath.dirname(env_of(services[APP])["APP_ACCESS_LOG"])

@@ -100,11 +100,37 @@ def test_signals_and_python_runtime_settings(targets: dict[str, DockerTarget], t
 def test_runtime_images_run_nothing_and_copy_the_built_venv(
     targets: dict[str, DockerTarget], target: str
 ) -> None:
-    """Dependencies are installed in the build stage; the final images only copy results."""
+    """Dependencies are installed in the build stages; the final images only copy results:
+    each its own venv, from a stage built on `build`."""
     image = targets[target]
     assert image.runs == [], f"RUN in a runtime stage: {image.runs}"
-    venv_copies = [c for c in image.copies if "--from=build" in c.flags and "/opt/venv" in c.value]
-    assert venv_copies, "the runtime must COPY --from=build the virtualenv"
+    sources = [
+        flag.removeprefix("--from=")
+        for copy in image.copies
+        if copy.value[-1] == "/opt/venv"
+        for flag in copy.flags
+        if flag.startswith("--from=")
+    ]
+    assert len(sources) == 1, f"the runtime must COPY one venv from a build stage: {sources}"
+    build_runs = targets["build"].runs
+    assert targets[sources[0]].runs[: len(build_runs)] == build_runs, f"{sources[0]}: not on build"
+
+
+@pytest.mark.parametrize("target", IMAGES)
+def test_each_venv_is_made_by_install_venv(targets: dict[str, DockerTarget], target: str) -> None:
+    (copy,) = [c for c in targets[target].copies if c.value[-1] == "/opt/venv"]
+    stage = targets[copy.flags[0].removeprefix("--from=")]
+    (venv_run,) = stage.runs[len(targets["build"].runs) :]
+    assert venv_run.startswith("install-venv ")
+
+
+def test_install_venv_leaves_out_the_installers_and_checks_the_compiled_build() -> None:
+    """No pip, setuptools or wheel in an image (made --without-pip, filled from outside), and
+    the check of the compiled build imports the installed package, not the source tree in
+    the working directory (`python -c` puts that first on sys.path; -P does not)."""
+    script = (DOCKERFILE.parent / "install-venv").read_text()
+    assert "venv --without-pip /opt/venv" in script
+    assert "/opt/venv/bin/python -P -c" in script and "build_kind() == 'compiled'" in script
 
 
 @pytest.mark.parametrize("target", IMAGES)

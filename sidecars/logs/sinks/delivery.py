@@ -3,7 +3,9 @@
 A batch leaves the buffer for an output only after that output's ``write`` returned (for
 forward: after the collector's ack). A failed write is retried after exponential backoff with
 jitter (equal jitter: at least half of the exponential step, so retries never spin), without
-bound: the buffer bound, not a retry limit, decides when inputs must slow down.
+bound: the buffer bound, not a retry limit, decides when inputs must slow down. An output
+that knows better (``RetryLater``: a destination's ``Retry-After``, its own full-jitter
+schedule) names the delay itself.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 from sidecars.logs.buffer import RecordBuffer
 from sidecars.logs.forward_protocol import ForwardProtocolError
-from sidecars.logs.sinks import OutputClosed, Sink
+from sidecars.logs.sinks import OutputClosed, RetryLater, Sink
 from sidecars.observability import LOG_OUTPUT_ERRORS, LOG_RECORDS_OUT, get_logger
 
 BACKOFF_BASE = 0.1
@@ -66,7 +68,10 @@ class OutputDelivery:
                     raise
                 except (OSError, TimeoutError, ForwardProtocolError) as error:
                     self._failed(error)
-                    delay = backoff_delay(attempt, self._rand)
+                    if isinstance(error, RetryLater):
+                        delay = error.delay
+                    else:
+                        delay = backoff_delay(attempt, self._rand)
                     attempt += 1
                     self.state = "retrying"
                     log.warn(

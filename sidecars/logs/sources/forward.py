@@ -8,7 +8,11 @@ records are accepted by the buffer (fsynced for the disk buffer). While the buff
 connection is not read, so TCP slows the sender down. Corrupt msgpack or a request that is not
 a Forward message closes that connection only (counted, logged). UDP on the same port answers
 heartbeats; a TCP ``nil`` is a heartbeat too. With a shared key the server sends HELO and
-requires a valid PING before any event.
+requires a valid PING before any event, within ``handshake_timeout``
+(``LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT``); with ``idle_timeout``
+(``LOGADAPTER_FORWARD_IDLE_TIMEOUT``, off by default) a connection that sends nothing for
+that long is closed. Either close is counted (``logadapter_input_errors_total{input=
+"forward",kind="handshake_timeout"|"idle_timeout"}``, and ``closed`` in /status) and logged.
 
 Lines held by the processor for multi-line joining (at most ``multiline_timeout``) are
 acknowledged with the request that brought them: waiting for the next line would hold a
@@ -31,6 +35,7 @@ import orjson
 from msgpack import BufferFull
 
 from sidecars.envparse import HostPort
+from sidecars.logs import depth
 from sidecars.logs.forward_protocol import (
     UDP_HEARTBEAT,
     ForwardMessage,
@@ -99,6 +104,7 @@ def repair_record(record: dict[str, Any]) -> dict[str, Any]:
         return record
     except (orjson.JSONEncodeError, TypeError):
         pass
+    record = depth.bounded(record)  # too deep for orjson: cut before walking it here
     if not _needs_repair(record):
         return record
     LOG_INPUT_ERRORS.labels("forward", "invalid_utf8").inc()
@@ -115,8 +121,9 @@ def event_to_line(
 ) -> LogLine:
     """A Docker/FireLens record (a ``log`` string) is a text line of its container's stream,
     handed over whole in ``fields`` (the processor stitches ``partial_*`` parts and keeps other
-    keys as attributes); any other record is a structured event."""
-    record = repair_record(record)
+    keys as attributes); any other record is a structured event. Nesting past
+    ``depth.MAX_DEPTH`` is cut."""
+    record = depth.bounded(repair_record(record))
     text = record.get("log")
     if isinstance(text, str):
         container_id = _optional_str(record.get("container_id"))
@@ -175,7 +182,9 @@ def events_to_parts(
             elif _RECORD_KEYS.issuperset(record):
                 extra = None
             else:  # FireLens adds ecs_cluster and others
-                extra = {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+                extra = depth.bounded(
+                    {key: value for key, value in record.items() if key not in _RECORD_KEYS}
+                )
             if text.__class__ is not str:
                 if singles is None:
                     singles = []
@@ -249,12 +258,25 @@ class ForwardConnection:
         """The streams this connection fed (``ForwardSource.ingest``)."""
 
     async def run(self) -> None:
+        source = self._source
         try:
-            if self._source.shared_key is not None:
-                await self._handshake(self._source.shared_key)
-            while not self._source.stopping:
+            if source.shared_key is not None:
+                try:
+                    async with asyncio.timeout(source.handshake_timeout):
+                        await self._handshake(source.shared_key)
+                except TimeoutError:
+                    self._fail(
+                        "handshake_timeout", f"no valid PING within {source.handshake_timeout}s"
+                    )
+                    return
+            while not source.stopping:
                 self.idle = True
-                data = await self._reader.read(READ_BYTES)
+                try:
+                    async with asyncio.timeout(source.idle_timeout):
+                        data = await self._reader.read(READ_BYTES)
+                except TimeoutError:
+                    self._fail("idle_timeout", f"nothing sent for {source.idle_timeout}s")
+                    return
                 self.idle = False
                 if not data:
                     return
@@ -276,6 +298,10 @@ class ForwardConnection:
             log.debug("forward_connection_lost", peer=self.peer)
         except OSError as error:  # the disk buffer failed: no ack, the client sends again
             log.error("forward_request_not_stored", peer=self.peer, error=str(error))
+        except Exception as error:  # a bug costs this connection, not the input
+            LOG_INPUT_ERRORS.labels("forward", "internal_error").inc()
+            log.error("forward_connection_failed", peer=self.peer, error=repr(error)[:200],
+                      exc_info=error)
         finally:
             self._writer.close()
 
@@ -284,6 +310,7 @@ class ForwardConnection:
 
     def _fail(self, kind: str, detail: str) -> None:
         LOG_INPUT_ERRORS.labels("forward", kind).inc()
+        self._source.closed[kind] = self._source.closed.get(kind, 0) + 1
         log.warn("forward_connection_closed", peer=self.peer, kind=kind, detail=detail[:200])
 
     async def _next_value(self) -> Any:
@@ -336,10 +363,18 @@ class ForwardSource:
     name = "forward"
 
     def __init__(
-        self, listen: HostPort | UnixAddress, shared_key: str | None, pipeline: Pipeline
+        self,
+        listen: HostPort | UnixAddress,
+        shared_key: str | None,
+        pipeline: Pipeline,
+        *,
+        handshake_timeout: float = 10.0,
+        idle_timeout: float | None = None,
     ) -> None:
         self.listen = listen
         self.shared_key = shared_key
+        self.handshake_timeout = handshake_timeout
+        self.idle_timeout = idle_timeout
         self.pipeline = pipeline
         self.hostname = socket.gethostname()
         self.stopping = False
@@ -351,6 +386,8 @@ class ForwardSource:
         self.requests = 0
         self.events = 0
         self.modes: dict[str, int] = {}
+        self.closed: dict[str, int] = {}
+        """Connections closed by the server, by reason (``ForwardConnection._fail``)."""
 
     async def start(self) -> None:
         if isinstance(self.listen, UnixAddress):
@@ -474,4 +511,7 @@ class ForwardSource:
             "modes": dict(self.modes),
             "udp_heartbeats": self._heartbeats.heartbeats if self._heartbeats else 0,
             "shared_key": self.shared_key is not None,
+            "handshake_timeout": self.handshake_timeout,
+            "idle_timeout": self.idle_timeout,
+            "closed": dict(self.closed),
         }

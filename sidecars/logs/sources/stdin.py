@@ -30,10 +30,10 @@ log = get_logger("sidecars.logs.stdin")
 class StdinSource:
     name = "stdin"
 
-    def __init__(self, pipeline: Pipeline, max_line_bytes: int, fd: int = 0) -> None:
+    def __init__(self, pipeline: Pipeline, line_cap: int, fd: int = 0) -> None:
         self._pipeline = pipeline
         self._fd = fd
-        self._splitter = LineSplitter(max_line_bytes, self.name)
+        self._splitter = LineSplitter(line_cap, self.name)
         self._task: asyncio.Task[None] | None = None
         self._reading = False
         self._stopping = False

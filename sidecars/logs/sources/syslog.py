@@ -19,7 +19,7 @@ from sidecars.envparse import HostPort
 from sidecars.logs.buffer import BufferWriteError
 from sidecars.logs.model import LogLine
 from sidecars.logs.pipeline import Pipeline
-from sidecars.logs.sources.lines import LineSplitter, decode
+from sidecars.logs.sources.lines import LineSplitter, count_cut, cut_marker, decode, kept_bytes
 from sidecars.observability import LOG_INPUT_ERRORS, LOG_RECORDS_DROPPED, get_logger
 
 READ_BYTES = 256 * 1024
@@ -35,15 +35,15 @@ class SyslogFramingError(ValueError):
 class SyslogFramer:
     """RFC 6587 framing of one TCP connection. Sans-IO: bytes in, messages out.
 
-    An octet-counted message longer than ``max_message_bytes`` is cut like a long line: its
-    first ``max_message_bytes + 1`` bytes go on (the processor marks the cut), the rest is
-    skipped.
+    A message is kept whole up to ``message_cap`` bytes (the processor cuts one over
+    ``LOGADAPTER_MAX_LINE_BYTES`` into marked parts); past it, in either framing, its first
+    ``message_cap`` bytes go on followed by ``lines.cut_marker``, and the rest is skipped.
     """
 
-    def __init__(self, max_message_bytes: int) -> None:
-        self.max_message_bytes = max_message_bytes
+    def __init__(self, message_cap: int) -> None:
+        self.message_cap = message_cap
         self.mode: str | None = None
-        self._lines = LineSplitter(max_message_bytes, "syslog")
+        self._lines = LineSplitter(message_cap, "syslog")
         self._pending = b""
         self._skip = 0
 
@@ -56,6 +56,15 @@ class SyslogFramer:
         if self.mode == "newline":
             return [line for line in self._lines.split_raw(data) if line.strip(_SEPARATORS)]
         return self._octet_counted(data)
+
+    def finish(self) -> bytes | None:
+        """At the end of the connection: a newline-framed last message without its newline."""
+        if self.mode != "newline":
+            return None
+        last = self._lines.finish()
+        if last is None or not last[1].strip():
+            return None
+        return last[1].encode("utf-8", "surrogateescape")
 
     def _octet_counted(self, data: bytes) -> list[bytes]:
         buffer = self._pending + data if self._pending else data
@@ -82,10 +91,16 @@ class SyslogFramer:
             if not head.isdigit() or head.startswith(b"0"):
                 raise SyslogFramingError(f"bad octet count {head[:16]!r}")
             length = int(head)
-            take = min(length, self.max_message_bytes + 1)
+            take = min(length, self.message_cap)
             if len(buffer) - (space + 1) < take:
                 break
-            messages.append(buffer[space + 1 : space + 1 + take])
+            message = buffer[space + 1 : space + 1 + take]
+            if take < length:
+                message = message[: kept_bytes(message, take)]
+                dropped = length - len(message)
+                count_cut("syslog", dropped, self.message_cap)
+                message += cut_marker(dropped)
+            messages.append(message)
             at = space + 1 + take
             self._skip = length - take
         self._pending = buffer[at:]
@@ -112,10 +127,10 @@ class _Datagrams(asyncio.DatagramProtocol):
 class SyslogSource:
     name = "syslog"
 
-    def __init__(self, listen: HostPort, pipeline: Pipeline, max_message_bytes: int) -> None:
+    def __init__(self, listen: HostPort, pipeline: Pipeline, message_cap: int) -> None:
         self.listen = listen
         self._pipeline = pipeline
-        self._max_message_bytes = max_message_bytes
+        self._message_cap = message_cap
         self._server: asyncio.Server | None = None
         self._udp: _Datagrams | None = None
         self._udp_lines: list[LogLine] = []
@@ -171,15 +186,17 @@ class SyslogSource:
         self.tcp_connections_total += 1
         peer = writer.get_extra_info("peername")
         host = str(peer[0]) if peer else "unknown"
-        framer = SyslogFramer(self._max_message_bytes)
+        framer = SyslogFramer(self._message_cap)
         try:
             while not self._stopping:
                 self._connections[task] = True
                 data = await reader.read(READ_BYTES)
                 self._connections[task] = False
-                if not data:
-                    break
-                messages = framer.feed(data)
+                if data:
+                    messages = framer.feed(data)
+                else:
+                    last = framer.finish()
+                    messages = [] if last is None else [last]
                 if messages:
                     now = time.time()
                     lines = [
@@ -190,6 +207,8 @@ class SyslogSource:
                     ]
                     self.tcp_messages += len(lines)
                     await self._pipeline.ingest(lines, self.name)
+                if not data:
+                    break
         except SyslogFramingError as error:
             LOG_INPUT_ERRORS.labels(self.name, "bad_frame").inc()
             log.warn(
@@ -199,6 +218,11 @@ class SyslogSource:
             log.debug("syslog_connection_lost", peer=str(peer))
         except OSError as error:
             log.error("syslog_messages_not_stored", peer=str(peer), error=str(error))
+        except Exception as error:  # a bug costs this connection, not the input
+            LOG_INPUT_ERRORS.labels(self.name, "internal_error").inc()
+            log.error(
+                "syslog_connection_failed", peer=str(peer), error=repr(error)[:200], exc_info=error
+            )
         finally:
             self._connections.pop(task, None)
             writer.close()

@@ -7,7 +7,9 @@
 - A file is followed by its inode, not its name. Rename rotation (``app.log`` ->
   ``app.log.1``, new ``app.log``): the old inode is read to its end, and closed once its name
   has been gone for a couple of polls and nothing more arrives; the new file starts at 0.
-  Copytruncate (the size drops below what was read): reading restarts at 0.
+  Copytruncate (the size drops below what was read), or a file truncated and written again
+  between two polls (its first bytes no longer match their fingerprint, whatever its size):
+  reading restarts at 0. (A rewrite that begins with the very same bytes is not seen.)
 - Offsets are saved per inode, with a fingerprint of the first bytes (an inode number can be
   reused by a new file), atomically under ``state_dir``. An offset is saved only once the
   records of the lines before it survive a crash (fsynced in the disk buffer, or delivered by
@@ -68,12 +70,12 @@ def _inode_key(path: str) -> str | None:
 class FollowedFile:
     """One open inode and how far it was read and handed on."""
 
-    def __init__(self, key: str, path: str, fd: int, start: int, max_line_bytes: int) -> None:
+    def __init__(self, key: str, path: str, fd: int, start: int, line_cap: int) -> None:
         self.key = key
         self.path = path
         self.fd = fd
-        self.max_line_bytes = max_line_bytes
-        self.splitter = LineSplitter(max_line_bytes, "tail", start)
+        self.line_cap = line_cap
+        self.splitter = LineSplitter(line_cap, "tail", start)
         self.handed_on = start
         """End of the last line given to the processor: the highest offset that may be saved."""
         self.generation = 0
@@ -88,9 +90,17 @@ class FollowedFile:
 
     def restart(self) -> None:
         self.generation += 1
-        self.splitter = LineSplitter(self.max_line_bytes, "tail", 0)
+        self.splitter = LineSplitter(self.line_cap, "tail", 0)
         self.handed_on = 0
         self.fingerprint, self.fingerprint_bytes = fingerprint(self.fd)
+
+    def rewritten(self) -> bool:
+        """Whether the first bytes differ from those fingerprinted: the file was truncated and
+        written again since the last look, even past where it was read."""
+        if not self.fingerprint_bytes:
+            return False
+        head_hash, head_length = fingerprint(self.fd, self.fingerprint_bytes)
+        return head_length < self.fingerprint_bytes or head_hash != self.fingerprint
 
     def refresh_fingerprint(self, size: int) -> None:
         if self.fingerprint_bytes < FINGERPRINT_BYTES and size > self.fingerprint_bytes:
@@ -104,7 +114,7 @@ class TailSource:
         self,
         patterns: tuple[str, ...],
         pipeline: Pipeline,
-        max_line_bytes: int,
+        line_cap: int,
         state_dir: str | None,
         *,
         poll_seconds: float = 0.25,
@@ -112,7 +122,7 @@ class TailSource:
     ) -> None:
         self._patterns = patterns
         self._pipeline = pipeline
-        self._max_line_bytes = max_line_bytes
+        self._line_cap = line_cap
         self._state_path = Path(state_dir) / STATE_FILE if state_dir else None
         self._poll_seconds = poll_seconds
         self._save_seconds = save_seconds
@@ -177,7 +187,7 @@ class TailSource:
             os.close(fd)
             return
         start = self._resume_offset(key, fd, info.st_size, path)
-        self._files[key] = FollowedFile(key, path, fd, start, self._max_line_bytes)
+        self._files[key] = FollowedFile(key, path, fd, start, self._line_cap)
         log.info("tail_following", path=path, inode=key, offset=start)
 
     def _resume_offset(self, key: str, fd: int, size: int, path: str) -> int:
@@ -223,13 +233,15 @@ class TailSource:
                 size = followed.splitter.read_position
             if until is not None:
                 size = min(size, until.get(followed.key, 0))
-            if size < followed.splitter.read_position:
+            shrunk = size < followed.splitter.read_position
+            if shrunk or (size > followed.splitter.read_position and followed.rewritten()):
                 self.truncations += 1
                 log.info(
                     "tail_file_truncated",
                     path=followed.path,
                     size=size,
                     read=followed.splitter.read_position,
+                    seen_by="size" if shrunk else "fingerprint",
                 )
                 followed.restart()
             position = followed.splitter.read_position

@@ -248,3 +248,28 @@ async def test_every_endpoint_failing_opens_the_circuit(
     assert (status, headers["X-Sidecar-Error"]) == (503, "circuit_open")
     # one ejected (at most half of three), the circuit opened over the whole cluster
     assert [t[:2] for t in proxy.transitions()] == [("closed", "open")]
+
+
+async def test_the_fallback_is_a_cluster_too(replicas: Replicas, proxies: Proxies) -> None:
+    primary, *fallbacks = await replicas("503", "ok", "ok")
+    proxy = await proxies(
+        "breaker",
+        breaker_env(
+            primary.url,
+            failure_threshold="2",
+            fallback_upstream=",".join(r.url for r in fallbacks),
+            lb="round-robin",
+        ),
+    )
+    async with aiohttp.ClientSession() as session:
+        for _ in range(2):
+            assert (await send(session, proxy))[0] == 503  # the primary's own answers
+        for _ in range(6):
+            status, _, body = await send(session, proxy)
+            assert status == 200 and body.startswith(b"ok from replica")
+    assert [r.hits for r in fallbacks] == [3, 3]
+    status = await proxy.status()
+    (route,) = status["routes"].values()
+    assert sorted(e["address"] for e in route["fallback_endpoints"]) == sorted(
+        f"{r.host}:{r.port}" for r in fallbacks
+    )

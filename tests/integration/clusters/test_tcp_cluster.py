@@ -94,3 +94,31 @@ async def test_connections_spread_over_both_replicas_and_a_dead_one_is_ejected(
     (route,) = status["routes"].values()
     states = {e["address"]: e["state"] for e in route["endpoints"]}
     assert states == {f"{hosts[0]}:{port}": "ejected", f"{hosts[1]}:{port}": "healthy"}
+
+
+async def test_tcp_health_checks_keep_a_replica_that_refuses_out(
+    redis_replicas: tuple[list[subprocess.Popen[bytes]], list[str], int], proxies: Proxies
+) -> None:
+    processes, hosts, port = redis_replicas
+    processes[1].terminate()
+    processes[1].wait(5)
+    proxy = await proxies(
+        "breaker",
+        breaker_env(
+            ",".join(f"tcp://{host}:{port}" for host in hosts),
+            protocol="tcp",
+            lb="round-robin",
+            health_check_path="/",
+            health_check_interval="100ms",
+            unhealthy_threshold="1",
+            outlier_consecutive_failures="0",
+        ),
+    )
+    status = await proxy.status()
+    (route,) = status["routes"].values()
+    states = {e["address"]: e["state"] for e in route["endpoints"]}
+    assert states == {f"{hosts[0]}:{port}": "healthy", f"{hosts[1]}:{port}": "unhealthy"}
+    for n in range(6):  # every connection to the live replica: none refused
+        client = redis.Redis(host="127.0.0.1", port=proxy.port)
+        await client.set(f"key{n}", "v")
+        await client.aclose()

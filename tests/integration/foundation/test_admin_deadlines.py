@@ -45,7 +45,7 @@ async def closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
 
 async def closed_count(sidecar: Sidecar, reason: str) -> float:
     text = await asyncio.to_thread(sidecar.metrics)
-    return metric_value(text, "sidecar_admin_connections_closed_total", reason=reason)
+    return metric_value(text, "sidecars_admin_connections_closed_total", reason=reason)
 
 
 async def test_a_dribbling_admin_client_is_cut_at_the_request_deadline(breaker: Sidecar) -> None:

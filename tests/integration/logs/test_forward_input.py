@@ -261,6 +261,56 @@ def test_shared_key_handshake(adapters: StartAdapter, forward_port: int) -> None
     assert adapter.status()["settings"]["forward_shared_key"] == "***"
 
 
+def test_a_sender_that_never_sends_ping_is_closed_and_counted(
+    adapters: StartAdapter, forward_port: int
+) -> None:
+    adapter = adapters(
+        forward_env(
+            forward_port,
+            LOGADAPTER_FORWARD_SHARED_KEY="s3cret",
+            LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT="300ms",
+        )
+    )
+    silent = [ForwardClient(forward_port) for _ in range(30)]
+    try:
+        for client in silent:
+            assert client.receive()[0] == "HELO"
+        for client in silent:  # the socket's own timeout (10 s) bounds the wait
+            assert client.closed_by_server()
+    finally:
+        for client in silent:
+            client.close()
+    wait_for(lambda: adapter.status()["inputs"]["forward"]["connections"] == 0)
+    metrics = adapter.metrics()
+    closes = metric_value(
+        metrics, "logadapter_input_errors_total", input="forward", kind="handshake_timeout"
+    )
+    assert closes == 30
+    status = adapter.status()["inputs"]["forward"]
+    assert status["closed"] == {"handshake_timeout": 30}
+    events = [e for e in adapter.process_logs() if e["event"] == "forward_connection_closed"]
+    assert {e["kind"] for e in events} == {"handshake_timeout"}
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(
+    adapters: StartAdapter, forward_port: int
+) -> None:
+    adapter = adapters(forward_env(forward_port, LOGADAPTER_FORWARD_IDLE_TIMEOUT="300ms"))
+    client = ForwardClient(forward_port)
+    try:
+        client.send(["app", 1795687200, {"message": "then silence"}, {"chunk": "i1"}])
+        assert client.receive() == {"ack": "i1"}
+        assert client.closed_by_server()
+    finally:
+        client.close()
+    assert adapter.wait_records(1)[0]["message"] == "then silence"
+    closes = metric_value(
+        adapter.metrics(), "logadapter_input_errors_total", input="forward", kind="idle_timeout"
+    )
+    assert closes == 1
+    assert adapter.status()["inputs"]["forward"]["closed"] == {"idle_timeout": 1}
+
+
 def test_a_full_buffer_holds_the_ack_until_there_is_room(
     adapters: StartAdapter, forward_port: int
 ) -> None:

@@ -68,7 +68,12 @@ def test_a_shell_pipeline_works(tmp_path: Path) -> None:
 
 def test_garbage_is_survived_and_counted(adapters: StartAdapter) -> None:
     adapter = adapters(
-        {"LOGADAPTER_INPUTS": "stdin", "LOGADAPTER_MAX_LINE_BYTES": "1KiB"}, stdin=subprocess.PIPE
+        {
+            "LOGADAPTER_INPUTS": "stdin",
+            "LOGADAPTER_MAX_LINE_BYTES": "1KiB",
+            "LOGADAPTER_LINE_HARD_CAP": "64KiB",
+        },
+        stdin=subprocess.PIPE,
     )
     assert adapter.process is not None and adapter.process.stdin is not None
     giant = b"G" * (5 * 1024 * 1024)
@@ -86,8 +91,12 @@ def test_garbage_is_survived_and_counted(adapters: StartAdapter) -> None:
     messages = adapter.messages()
     assert "bad bytes \ufffd\ufffd here" in messages
     assert "after giant" in messages
-    giant_records = [m for m in messages if m.startswith("GGG")]
-    assert len(giant_records) == 1 and len(giant_records[0]) <= 2 * 1024
+    giant_parts = [  # 64 KiB kept and the marker, in 1 KiB parts
+        r["message"] for r in adapter.records() if r.get("attributes", {}).get("part")
+    ]
+    assert len(giant_parts) == 65 and all(len(part) <= 1024 for part in giant_parts)
+    dropped = len(giant) - 64 * 1024
+    assert "".join(giant_parts) == "G" * 64 * 1024 + f" [truncated: {dropped} bytes dropped]"
     adapter.process.stdin.close()
     assert adapter.process.wait(30) == 0
 

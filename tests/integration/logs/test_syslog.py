@@ -51,6 +51,14 @@ def test_tcp_octet_counting_and_newline_framing(syslog: Adapter, syslog_port: in
     assert "first line\n  second line" in messages
 
 
+def test_a_last_message_without_newline_is_kept_at_close(syslog: Adapter, syslog_port: int) -> None:
+    with socket.create_connection((LOOPBACK, syslog_port)) as tcp:
+        tcp.sendall(RFC3164.format(text="first").encode() + b"\n")
+        tcp.sendall(RFC3164.format(text="last, no newline").encode())
+    records = syslog.wait_records(2)
+    assert [r["message"] for r in records] == ["first", "last, no newline"]
+
+
 def test_a_bad_frame_closes_that_connection_only(syslog: Adapter, syslog_port: int) -> None:
     with (
         socket.create_connection((LOOPBACK, syslog_port), timeout=10) as good,

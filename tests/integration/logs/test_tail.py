@@ -120,3 +120,25 @@ def test_offsets_are_visible_in_status(
     offsets = adapter.status()["offsets"][0]
     assert offsets["read_offset"] == size
     assert offsets["inode"] == f"{path.stat().st_dev}:{path.stat().st_ino}"
+
+
+def test_truncated_and_rewritten_within_one_poll_is_read_from_the_start(
+    adapters: StartAdapter, log_dir: Path, tmp_path: Path
+) -> None:
+    """The new content is longer than what was read: only the first bytes tell."""
+    adapter = adapters(tail_env(log_dir, tmp_path / "state"))
+    path = log_dir / "app.log"
+    expected = write_lines(path, 0, 20, prefix="old")
+    adapter.wait_records(20)
+    rewritten = [f"rewritten line {n:02d}" for n in range(20)]
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)  # truncate and write in one go: no poll between
+    try:
+        os.write(fd, "".join(line + "\n" for line in rewritten).encode())
+    finally:
+        os.close(fd)
+    expected += rewritten
+    adapter.wait_records(40)
+    assert adapter.terminate() == 0
+    assert adapter.messages() == expected
+    truncated = [e for e in adapter.process_logs() if e["event"] == "tail_file_truncated"]
+    assert [e["seen_by"] for e in truncated] == ["fingerprint"]

@@ -50,6 +50,61 @@ def test_upstream_forms() -> None:
             settings.upstream_url(bad)
 
 
+def test_cluster_settings_defaults_and_forms() -> None:
+    loaded = settings.load_proxy("breaker", {"BREAKER_UPSTREAM": "http://a:80, http://b:80"})
+    (route,) = loaded.routes
+    assert [u.host for u in route.upstream.urls] == ["a", "b"]
+    assert route.cluster.lb == "least-request"
+    assert route.cluster.outlier == settings.OutlierSettings(5, 30.0, 300.0, 50)
+    assert not route.cluster.health_checks
+    assert (route.cluster.health_check_interval, route.cluster.health_check_timeout) == (5, 1)
+    assert (route.cluster.healthy_threshold, route.cluster.unhealthy_threshold) == (2, 3)
+    assert loaded.dns_servers == ()
+    srv = settings.upstream_cluster("http://_payments._tcp.orders.local")
+    assert srv.srv and not settings.upstream_url("http://payments.orders.local").srv
+    tcp_srv = settings.upstream_cluster("tcp://_redis._tcp.cache.local")
+    assert tcp_srv.srv
+    loaded = settings.load_proxy(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://a:80",
+            "BREAKER_DNS_SERVERS": "10.0.0.2, 127.0.0.1:5353",
+            "BREAKER_LB": "ewma",
+            "BREAKER_HEALTH_CHECK_PATH": "/healthz",
+            "BREAKER_OUTLIER_CONSECUTIVE_FAILURES": "0",
+        },
+    )
+    assert [str(s) for s in loaded.dns_servers] == ["10.0.0.2:53", "127.0.0.1:5353"]
+    (route,) = loaded.routes
+    assert route.cluster.lb == "ewma" and route.cluster.health_checks
+    assert route.cluster.outlier.consecutive_failures == 0
+
+
+def test_cluster_settings_problems() -> None:
+    problems = load_problems(
+        "breaker",
+        {
+            "BREAKER_UPSTREAM": "http://a:80,https://b:443",
+            "BREAKER_LB": "fastest",
+            "BREAKER_DNS_SERVERS": "dns.local",
+            "BREAKER_OUTLIER_MAX_EJECTED_PERCENT": "150",
+            "BREAKER_HEALTH_CHECK_PATH": "healthz",
+            "BREAKER_FALLBACK_UPSTREAM": "http://_api._tcp.x.local:8080",
+        },
+    )
+    joined = "\n".join(problems)
+    for variable in (
+        "BREAKER_UPSTREAM",
+        "BREAKER_LB",
+        "BREAKER_DNS_SERVERS",
+        "BREAKER_OUTLIER_MAX_EJECTED_PERCENT",
+        "BREAKER_HEALTH_CHECK_PATH",
+        "BREAKER_FALLBACK_UPSTREAM",
+    ):
+        assert variable in joined
+    assert "one scheme" in joined and "its ports come from DNS" in joined
+
+
 def test_every_problem_is_reported_at_once_with_variable_value_and_allowed() -> None:
     problems = load_problems(
         "breaker",
@@ -191,6 +246,39 @@ def test_log_adapter_problems() -> None:
     assert "LOGADAPTER_TAIL_PATHS is required" in joined
 
 
+def test_log_adapter_input_bounds() -> None:
+    defaults = settings.load_log_adapter({})
+    assert defaults.line_hard_cap == 8 * 1024 * 1024
+    assert defaults.forward_handshake_timeout == 10.0
+    assert defaults.forward_idle_timeout is None
+    loaded = settings.load_log_adapter(
+        {
+            "LOGADAPTER_LINE_HARD_CAP": "1MiB",
+            "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT": "2s",
+            "LOGADAPTER_FORWARD_IDLE_TIMEOUT": "5m",
+        }
+    )
+    assert loaded.line_hard_cap == 1024 * 1024
+    assert loaded.forward_handshake_timeout == 2.0
+    assert loaded.forward_idle_timeout == 300.0
+    off = settings.load_log_adapter({"LOGADAPTER_FORWARD_IDLE_TIMEOUT": "off"})
+    assert off.forward_idle_timeout is None
+    problems = load_problems(
+        "log-adapter",
+        {
+            "LOGADAPTER_MAX_LINE_BYTES": "1MiB",
+            "LOGADAPTER_LINE_HARD_CAP": "64KiB",
+            "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT": "0",
+        },
+    )
+    assert problems == [
+        "LOGADAPTER_LINE_HARD_CAP='64KiB' is invalid: expected a size of at least "
+        "LOGADAPTER_MAX_LINE_BYTES",
+        "LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT='0' is invalid: expected a duration above zero "
+        "(250ms, 2s, 1m)",
+    ]
+
+
 def test_json_view_masks_secrets() -> None:
     loaded = settings.load_proxy(
         "breaker",
@@ -207,3 +295,61 @@ def test_json_view_masks_secrets() -> None:
     assert view["common"]["admin_token"] == "***"
     assert view["routes"][0]["breaker"]["state_redis_url"] == "redis://:***@redis:6379/0"
     assert view["routes"][0]["breaker"]["failure_statuses"] == "500-599"
+
+
+def test_log_adapter_remote_outputs() -> None:
+    loaded = settings.load_log_adapter(
+        {
+            "AWS_REGION": "eu-west-1",
+            "LOGADAPTER_OUTPUTS": "cloudwatch:///ecs/shop,otlp+https://otel:4318,"
+            "http://vector:8080/logs",
+            "LOGADAPTER_OTLP_HEADERS": "x-aws-log-group=/ecs/shop, api-key=s%3Dcret",
+            "LOGADAPTER_CLOUDWATCH_STREAM": "{service}/{ecs.task_arn}",
+            "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS": "30",
+        }
+    )
+    remote = loaded.remote
+    assert remote.cloudwatch_region == "eu-west-1"
+    assert remote.cloudwatch_stream == "{service}/{ecs.task_arn}"
+    assert remote.cloudwatch_retention_days == 30
+    assert remote.otlp_headers == (("x-aws-log-group", "/ecs/shop"), ("api-key", "s=cret"))
+    assert (remote.otlp_encoding, remote.otlp_compression) == ("protobuf", "gzip")
+    assert remote.http_compression == "none"
+    view = settings.to_json_dict(loaded)["remote"]
+    assert view["otlp_headers"] == {"x-aws-log-group": "***", "api-key": "***"}
+
+
+def test_log_adapter_remote_output_problems() -> None:
+    problems = load_problems(
+        "log-adapter",
+        {
+            "LOGADAPTER_OUTPUTS": "cloudwatch://bad:group,http://user:pw@host/x,cloudwatch://ok",
+            "LOGADAPTER_CLOUDWATCH_STREAM": "{service",
+            "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS": "2",
+            "LOGADAPTER_OTLP_ENCODING": "thrift",
+            "LOGADAPTER_OTLP_HEADERS": "no-equals-sign",
+            "LOGADAPTER_OTLP_SIGV4": "s3",
+        },
+    )
+    joined = "\n".join(problems)
+    assert "LOGADAPTER_OUTPUTS='cloudwatch://bad:group'" in joined
+    assert "LOGADAPTER_OUTPUTS='http://user:pw@host/x'" in joined
+    assert "LOGADAPTER_CLOUDWATCH_REGION is required" in joined
+    assert "LOGADAPTER_CLOUDWATCH_STREAM='{service'" in joined
+    assert "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS='2'" in joined
+    assert "LOGADAPTER_OTLP_ENCODING='thrift'" in joined
+    assert "LOGADAPTER_OTLP_HEADERS='no-equals-sign'" in joined
+    assert "LOGADAPTER_OTLP_SIGV4='s3'" in joined
+
+
+def test_emf_output_defaults_to_the_first_cloudwatch_output_else_stdout() -> None:
+    def emf_output(env: dict[str, str]) -> str | None:
+        return settings.load_log_adapter({"AWS_REGION": "eu-west-1", **env}).remote.emf_output
+
+    assert emf_output({"LOGADAPTER_EMF_NAMESPACE": "shop"}) == "stdout"
+    assert emf_output(
+        {"LOGADAPTER_EMF_NAMESPACE": "shop", "LOGADAPTER_OUTPUTS": "stdout,cloudwatch://g"}
+    ) == "cloudwatch://g"
+    assert emf_output({"LOGADAPTER_OUTPUTS": "cloudwatch://g"}) is None
+    problems = load_problems("log-adapter", {"LOGADAPTER_EMF_OUTPUT": "kafka://x"})
+    assert any(problem.startswith("LOGADAPTER_EMF_OUTPUT='kafka://x'") for problem in problems)

@@ -9,6 +9,8 @@ from typing import Any
 import msgpack
 import pytest
 from fluent.sender import EventTime
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sidecars.logs import forward_protocol as fp
 
@@ -193,3 +195,38 @@ def test_messages_of_the_other_modes_are_not_marked_clean() -> None:
         message = fp.decode_message(value)
         assert isinstance(message, fp.ForwardMessage)
         assert not message.clean
+
+
+msgpack_values = st.recursive(
+    st.one_of(
+        st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(), st.text(),
+        st.binary(), st.builds(msgpack.ExtType, st.integers(1, 127), st.binary()),
+    ),
+    lambda children: st.one_of(st.lists(children), st.dictionaries(st.text(), children)),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=300)
+@given(st.lists(msgpack_values, min_size=1, max_size=4))
+def test_object_end_finds_each_object_of_a_stream(values: list[Any]) -> None:
+    data = b"".join(packb(value) for value in values)
+    ends = []
+    at = 0
+    while at < len(data):
+        at = fp.object_end(data, at)
+        ends.append(at)
+    assert len(ends) == len(values)
+    assert ends[-1] == len(data)
+
+
+def test_an_entry_too_deep_for_msgpack_becomes_a_marker_between_its_neighbours() -> None:
+    deep = b"\x92\xcb" + b"\x00" * 8 + b"\x81\xa1a" * 2000 + b"\xa1x"
+    good = packb([1.0, {"message": "good"}])
+    message = fp.decode_message(["app", good + deep + good, {"chunk": "c"}])
+    assert isinstance(message, fp.ForwardMessage)
+    assert [record for _, record in message.events] == [
+        {"message": "good"}, fp.TOO_DEEP_FOR_MSGPACK, {"message": "good"}
+    ]
+    with pytest.raises(fp.ForwardProtocolError):
+        fp.decode_message(["app", good + deep[:-1], {"chunk": "c"}])

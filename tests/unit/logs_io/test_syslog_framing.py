@@ -36,19 +36,29 @@ def test_newline_framing_detected_from_a_pri() -> None:
     assert framer.feed(b"o\n\n") == [b"<13>two"]
 
 
-def test_oversized_octet_counted_message_is_cut_and_the_rest_skipped() -> None:
+def test_an_octet_counted_message_past_the_cap_keeps_the_cap_and_says_what_was_dropped() -> None:
     framer = SyslogFramer(4)
-    assert framer.feed(b"10 0123456789") == [b"01234"]
+    assert framer.feed(b"10 0123456789") == [b"0123 [truncated: 6 bytes dropped]"]
     assert framer.feed(b"3 abc") == [b"abc"]
 
 
-def test_oversized_message_skipped_across_chunks() -> None:
+def test_an_oversized_message_is_skipped_across_chunks() -> None:
     framer = SyslogFramer(4)
-    assert framer.feed(b"10 0123") == []
-    assert framer.feed(b"4") == [b"01234"]
-    assert framer.feed(b"567") == []
+    assert framer.feed(b"10 012") == []
+    assert framer.feed(b"3") == [b"0123 [truncated: 6 bytes dropped]"]
+    assert framer.feed(b"4567") == []
     assert framer.feed(b"89") == []
     assert framer.feed(b"1 x") == [b"x"]
+
+
+def test_newline_framing_keeps_a_message_up_to_the_cap() -> None:
+    framer = SyslogFramer(8)
+    assert framer.feed(b"<13>long") == []
+    assert framer.feed(b"\n<13>" + b"y" * 20 + b"\n<13>z\n") == [
+        b"<13>long",
+        b"<13>yyyy [truncated: 16 bytes dropped]",
+        b"<13>z",
+    ]
 
 
 @pytest.mark.parametrize("garbage", [b"12x <1>a", b"99999999999 a", b"012 abc"])
@@ -61,3 +71,12 @@ def test_bad_octet_counts_are_framing_errors(garbage: bytes) -> None:
 def test_message_text_strips_trailers_and_repairs_utf8() -> None:
     assert message_text(b"<13>hi\r\n\x00") == "<13>hi"
     assert message_text(b"<13>\xff") == "<13>\ufffd"
+
+
+def test_the_last_newline_framed_message_needs_no_newline_at_the_end() -> None:
+    framer = SyslogFramer(1000)
+    assert framer.feed(b"<13>one\n<13>last") == [b"<13>one"]
+    assert framer.finish() == b"<13>last"
+    counted = SyslogFramer(1000)
+    assert counted.feed(b"5 <13>a9 <13") == [b"<13>a"]
+    assert counted.finish() is None  # an incomplete octet-counted frame is not a message

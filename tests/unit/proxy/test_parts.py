@@ -120,7 +120,7 @@ def test_sidecar_answers_follow_the_contract() -> None:
 
 
 class FakeLoop:
-    """call_at and time() on a clock the test moves."""
+    """call_at, call_later and time() on a clock the test moves."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -135,6 +135,9 @@ class FakeLoop:
         handle = asyncio.TimerHandle(when, callback, (), asyncio.new_event_loop())
         self.handles.append((when, handle))
         return handle
+
+    def call_later(self, delay: float, callback: Any) -> Any:
+        return self.call_at(self.now + delay, callback)
 
     def advance(self, to: float) -> None:
         self.now = to
