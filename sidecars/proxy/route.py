@@ -30,6 +30,7 @@ from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
 from sidecars.proxy.filters.concurrency import ConcurrencyFilter
+from sidecars.proxy.filters.connections import ConnectionCap
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.ratelimit import RateLimitFilter
 from sidecars.proxy.filters.retry import RetryFilter
@@ -192,6 +193,11 @@ class Route:
                 adaptive=_adaptive_limit(overload, clock, randrange),
             )
             filters.append(self.concurrency)
+        self.connection_cap: ConnectionCap | None = None
+        if overload.max_connections is not None and settings.protocol == "tcp":
+            self.connection_cap = ConnectionCap(
+                overload.max_connections, proxy.sidecar, settings.name, clock=clock
+            )
         self.breaker: CircuitBreaker | None = None
         if settings.breaker.enabled:
             self.breaker = CircuitBreaker(
@@ -290,6 +296,7 @@ class Route:
             "overload": {
                 "concurrency": self.concurrency.status() if self.concurrency else None,
                 "rate_limit": self.rate_limit.status() if self.rate_limit else None,
+                "connections": self.connection_cap.status() if self.connection_cap else None,
             },
             "connections": len(self.connections),
             "in_flight": self.in_flight,

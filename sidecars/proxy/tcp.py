@@ -84,6 +84,10 @@ class TcpRelay(asyncio.Protocol):
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
         self._timer.set(route.timer_clock() + route.idle_timeout)
+        cap = route.connection_cap
+        if cap is not None and not cap.admits(route.in_flight):
+            transport.close()  # P_MAX_CONNECTIONS: refused before any dial
+            return
         cluster: Cluster = route.cluster
         breaker = route.breaker
         if breaker is not None:
