@@ -47,12 +47,20 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "caps", "ready")
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
+# The caps scenario: overload limits configured but never reached cost at most 3%.
+CAPS_TARGET = 0.97
+CAPS = {
+    "BREAKER_MAX_REQUESTS": "100000",
+    "BREAKER_MAX_PENDING": "1000",
+    "BREAKER_MAX_ACTIVE_RETRIES": "1000",
+    "BREAKER_RATE_LIMIT": "100000000/s",
+}
 
 # HAProxy's own answer in the rejection scenario, shaped like the sidecar's circuit_open body.
 HAPROXY_STATIC_503 = (
@@ -312,6 +320,7 @@ def sidecar(
     extra: dict[str, str] | None = None,
     force_open: bool = False,
     hosts: tuple[str, ...] = (LOOPBACK,),
+    name: str | None = None,
 ) -> Iterator[Contestant]:
     process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra, hosts)
     with process:
@@ -325,7 +334,7 @@ def sidecar(
             if status != 200:
                 raise BenchError(f"POST /breaker/open gave {status}: {body[:200]!r}")
         yield Contestant(
-            name=command + (" (open)" if force_open else ""),
+            name=name or command + (" (open)" if force_open else ""),
             role="sidecar",
             url=f"http://{LOOPBACK}:{port}/",
             expect_status=503 if force_open else 200,
@@ -447,6 +456,14 @@ def run_scenario(
                 ),
                 stack.enter_context(sidecar("breaker", upstream_port, log_level, hosts=hosts)),
             ]
+        elif name == "caps":
+            contestants = [
+                stack.enter_context(haproxy(upstream_port)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
+                stack.enter_context(
+                    sidecar("breaker", upstream_port, log_level, extra=CAPS, name="breaker capped")
+                ),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -522,6 +539,8 @@ def unmeasured_targets(scenario: str) -> list[Target]:
         return [Target("sidecar ready (median)", None, READY_TARGET_S, False, " s")]
     if scenario == "relay":
         return []
+    if scenario == "caps":
+        return [Target("caps: capped / uncapped", None, CAPS_TARGET, True)]
     return [
         Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
         Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
@@ -609,6 +628,11 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             summaries = print_scenario(name, contestants)
             results["scenarios"][name] = {"contestants": summaries}
+            if name == "caps":
+                uncapped, capped = (s["ratio_vs_peer"] for s in summaries[1:3])
+                ratio = capped / uncapped if capped and uncapped else None
+                print(f"  capped / uncapped: {_fmt(ratio, '.3f')}")
+                targets.append(Target("caps: capped / uncapped", ratio, CAPS_TARGET, True))
             for summary in summaries:
                 if summary["role"] != "sidecar":
                     continue

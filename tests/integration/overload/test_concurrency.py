@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
+import struct
 from collections import Counter
 from typing import Any
 
@@ -12,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from overload_parts import CountingUpstream
 from proxy_parts import RunningProxy, ambassador_env, breaker_env, eventually, send
+from support import LOOPBACK
 
 
 async def concurrency(proxy: RunningProxy) -> dict[str, Any]:
@@ -137,3 +140,34 @@ async def test_active_retries_are_capped(upstreams: Any, proxies: Any) -> None:
         gate.set()
         assert (await retrying)[0] == 200
     assert await proxy.metric("sidecar_overload_rejected_total", reason="max_retries") == 1
+
+
+async def test_a_client_leaving_the_queue_gives_its_place_up(upstreams: Any, proxies: Any) -> None:
+    upstream = await upstreams(mode="hang")
+    env = breaker_env(upstream, max_requests="1", max_pending="1", queue_timeout="30s")
+    proxy = await proxies("breaker", env)
+
+    async def depth(expected: int) -> None:
+        async def reached() -> bool:
+            return (await concurrency(proxy))["queue_depth"] == expected
+
+        await eventually(reached, f"queue depth {expected}")
+
+    async with aiohttp.ClientSession() as session:
+        first = asyncio.ensure_future(send(session, proxy))
+        await upstream.wait_hits(1)
+        _, writer = await asyncio.open_connection(LOOPBACK, proxy.port)
+        writer.write(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+        await depth(1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # a reset: the client is gone, not half-closed
+        await depth(0)  # the place is free again, and no slot was taken for it
+        waiting = asyncio.ensure_future(send(session, proxy))
+        await depth(1)
+        upstream.gate.set()
+        assert (await first)[0] == 200
+        assert (await waiting)[0] == 200
+    assert upstream.hits == 2
+    assert (await concurrency(proxy))["in_flight"] == 0
+    assert await proxy.metric("sidecar_overload_rejected_total", reason="queue_full") == 0
