@@ -975,7 +975,7 @@ def _default_text(default: object, parse: Any) -> str:
 
 _SECRET_FIELDS = {"admin_token", "forward_shared_key"}
 _HEADER_FIELDS = {"otlp_headers", "http_headers"}
-_URL_FIELDS = {"state_redis_url", "outputs"}
+_URL_FIELDS = {"state_redis_url", "rate_limit_redis_url", "outputs"}
 
 
 def to_json_dict(settings: Any) -> Any:
