@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 from sidecars.observability import get_logger
 from sidecars.proxy import errors, http1
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.filters import PARK, REPLAY, Answer
+from sidecars.proxy.filters import REPLAY, Answer, Park
 from sidecars.proxy.pool import ConnectFailure, ConnectionPool
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
@@ -285,10 +285,10 @@ class Exchange(RequestHead):
                 if isinstance(verdict, Answer):
                     self._answer_rejected(verdict)
                     return
-                if verdict is PARK:
+                if isinstance(verdict, Park):
                     self._enter(WAITING)  # the filter resumes or rejects it
                     return
-                self.cluster = verdict  # type: ignore[assignment]
+                self.cluster = verdict
                 break
         # _enter(WAITING), inlined on the per-request path
         if self.state * 8 + WAITING not in _LEGAL:

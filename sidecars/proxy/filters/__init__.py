@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 REPLAY = RetryDecision(True, 0.0, "replay")
 
 
-class _Park:
+class Park:
     """``on_request``'s verdict that the filter holds the exchange and resumes it later."""
 
     __slots__ = ()
@@ -57,7 +57,7 @@ class _Park:
         return "PARK"
 
 
-PARK = _Park()
+PARK = Park()
 
 
 class Answer:
@@ -74,7 +74,7 @@ if TYPE_CHECKING:
     from typing import TypeAlias
 
     # What on_request answers.
-    Verdict: TypeAlias = Answer | Cluster | _Park | None
+    Verdict: TypeAlias = Answer | Cluster | Park | None
 
 
 class Filter:
