@@ -80,7 +80,7 @@ if TYPE_CHECKING:
 class Filter:
     """A per-request policy. Subclasses override the hooks they need (see the module doc)."""
 
-    name = "filter"
+    name = "filter"  # its key in the route's /status
     # Whether on_response_head/on_failure read ``elapsed`` (the clock is spared otherwise).
     times_calls = False
     # Hooks this instance overrides but has nothing to do in, as configured (not called).
@@ -163,13 +163,8 @@ class FilterChain:
         self.done_hooks: tuple[Callable[[Exchange], None], ...] = hooks("on_done")
         self.times_calls = times_calls or any(f.times_calls for f in self.filters)
 
-    def find(self, kind: type[Filter]) -> Filter | None:
-        for filter_ in self.filters:
-            if isinstance(filter_, kind):
-                return filter_
-        return None
-
     def status(self) -> dict[str, Any]:
+        """Each filter's part of the route's /status, under the filter's name."""
         parts: dict[str, Any] = {}
         for filter_ in self.filters:
             part = filter_.status()

@@ -43,7 +43,7 @@ RETRY_KIND = {
 
 
 class RetryFilter(Filter):
-    name = "retry"
+    name = "retry_budget"
 
     def __init__(
         self,

@@ -44,7 +44,7 @@ async def test_the_limit_converges_near_capacity_and_rises_when_it_grows(
             # minimum-RTT measurement.
             async def updated() -> bool:
                 (route,) = (await proxy.status())["routes"].values()
-                adaptive = route["overload"]["concurrency"]["adaptive"]
+                adaptive = route["concurrency"]["adaptive"]
                 return not adaptive["measuring_min_rtt"] and statuses[200] >= 25 * 20
 
             await eventually(updated, "the controller settling")

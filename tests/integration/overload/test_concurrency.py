@@ -19,7 +19,7 @@ from support import LOOPBACK
 
 async def concurrency(proxy: RunningProxy) -> dict[str, Any]:
     (route,) = (await proxy.status())["routes"].values()
-    return dict(route["overload"]["concurrency"])
+    return dict(route["concurrency"])
 
 
 def assert_overloaded(answer: tuple[int, Any, bytes]) -> None:

@@ -70,7 +70,7 @@ async def test_two_replicas_share_one_limit_through_redis(
     for proxy in (first, second):
         assert await proxy.metric("sidecar_rate_limit_fallback_total") == 0
         (route,) = (await proxy.status())["routes"].values()
-        assert route["overload"]["rate_limit"]["shared"]["replicas"] == 2
+        assert route["rate_limit"]["shared"]["replicas"] == 2
 
 
 async def test_traffic_goes_on_on_the_local_fallback_while_redis_is_down(
