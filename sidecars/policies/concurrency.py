@@ -134,6 +134,7 @@ class AdaptiveLimit:
             "measuring_min_rtt": self.measuring,
             "min_rtt_seconds": self.min_rtt,
             "sample_rtt_seconds": self.sample_rtt,
+            "updates": self.updates,
             "min_limit": self.settings.min_limit,
             "max_limit": self.settings.max_limit,
         }

@@ -45,7 +45,7 @@ async def test_the_limit_converges_near_capacity_and_rises_when_it_grows(
             async def updated() -> bool:
                 (route,) = (await proxy.status())["routes"].values()
                 adaptive = route["concurrency"]["adaptive"]
-                return not adaptive["measuring_min_rtt"] and statuses[200] >= 25 * 20
+                return not adaptive["measuring_min_rtt"] and adaptive["updates"] >= 20
 
             await eventually(updated, "the controller settling")
             limits, seen = [], []
