@@ -19,6 +19,8 @@ import socket
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from sidecars.envparse import mask_url
@@ -60,8 +62,13 @@ class SharedRateLimit:
 
     def __init__(self, url: str, key: str, rate: float, burst: int, *, clock: Clock) -> None:
         self.url = url
+        # No retries inside the client: a failed call falls back at once (and Redis is tried
+        # again RETRY_INTERVAL later).
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=TIMEOUT, socket_connect_timeout=TIMEOUT, retry_on_timeout=False
+            url,
+            socket_timeout=TIMEOUT,
+            socket_connect_timeout=TIMEOUT,
+            retry=Retry(NoBackoff(), 0),
         )
         self._script: Any = self._client.register_script(GCRA)
         self._keys = [f"{key}:gcra", f"{key}:replicas"]
