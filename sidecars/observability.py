@@ -458,19 +458,19 @@ LOG_RECORDS_BY_LEVEL = Counter(
     "logadapter_log_records_total",
     "Records by service and level (at most 100 services; the rest are counted as other).",
     ["service", "level"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_HTTP_RESPONSES = Counter(
     "logadapter_http_responses_total",
     "Access-log records by service and status class (1xx-5xx, other).",
     ["service", "status_class"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_CLOUDWATCH_RESTAMPED = Counter(
     "logadapter_cloudwatch_events_restamped_total",
     "CloudWatch events sent with the time of sending: their own was too old or too far ahead.",
     ["reason"],
-    registry=REGISTRY,
+    registry=LOG_ADAPTER_METRICS,
 )
 LOG_MULTILINE_GROUPS = Counter(
     "logadapter_multiline_groups_total",

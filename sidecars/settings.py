@@ -424,7 +424,11 @@ _OUTPUT_FORMS = (
     "stdout, forward://host:port, file:///path, cloudwatch://<log-group>, "
     "otlp+http(s)://host:port[/path] or http(s)://host[:port]/path (no credentials in the URL)"
 )
-_EXTRAS = {"cloudwatch://": ("cloudwatch", "botocore"), "otlp+": ("otlp", "opentelemetry.proto")}
+_EXTRAS = (  # output prefix, its extra, the modules that extra brings
+    ("cloudwatch://", "cloudwatch", ("botocore",)),
+    ("otlp+", "otlp", ("opentelemetry.proto", "aiohttp")),
+    ("http", "http", ("aiohttp",)),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -474,7 +478,7 @@ def stream_template(raw: str) -> str:
 def _installed(module: str) -> bool:
     try:
         return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
+    except (ModuleNotFoundError, ValueError):  # its parent package is missing; or hidden
         return False
 
 
@@ -482,8 +486,8 @@ def _check_output(reader: EnvReader, output: str, variable: str = "LOGADAPTER_OU
     if not any(re.fullmatch(pattern, output) for pattern in _OUTPUT_PATTERNS):
         reader.fail(variable, output, _OUTPUT_FORMS)
         return
-    for prefix, (extra, module) in _EXTRAS.items():
-        if output.startswith(prefix) and not _installed(module):
+    for prefix, extra, modules in _EXTRAS:
+        if output.startswith(prefix) and not all(map(_installed, modules)):
             reader.problems.append(
                 f"{variable} has {output}: that output needs the '{extra}' extra "
                 f"(pip install 'sidecars[{extra}]'), which is not installed"

@@ -32,7 +32,6 @@ from sidecars.logs.sinks.delivery import OutputDelivery
 from sidecars.logs.sinks.emf import EmfReporter
 from sidecars.logs.sinks.file import FileSink, path_from_url
 from sidecars.logs.sinks.forward import ForwardSink
-from sidecars.logs.sinks.ndjson import NdjsonSink
 from sidecars.logs.sinks.stdout import StdoutSink
 from sidecars.logs.sources import Source
 from sidecars.logs.sources.forward import ForwardSource
@@ -90,6 +89,8 @@ def build_sink(output: str, settings: LogAdapterSettings, *, emf: bool = False) 
         return FileSink(output, path_from_url(output), fsync=settings.buffer_dir is not None)
     remote = settings.remote
     if output.startswith(("http://", "https://")):
+        from sidecars.logs.sinks.ndjson import NdjsonSink  # noqa: PLC0415 (the 'http' extra)
+
         return NdjsonSink(output, remote.http_headers, gzip_body=remote.http_compression == "gzip")
     if output.startswith("otlp+"):
         from sidecars.logs.sinks.otlp import OtlpSink  # noqa: PLC0415 (the optional 'otlp' extra)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import tomllib
 
+import pytest
 from deploy_artifacts import REPO
 
 Result = subprocess.CompletedProcess[bytes]
@@ -63,3 +64,22 @@ def test_ecs_metadata_without_the_ecs_extra_is_logged_and_the_adapter_runs_on() 
     assert result.returncode == 0, result.stderr
     assert b"still logging" in result.stdout
     assert b"pip install 'sidecars[ecs]'" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("module", "output", "extra"),
+    [
+        ("aiohttp", "http://127.0.0.1:9/logs", "http"),
+        ("aiohttp", "otlp+http://127.0.0.1:9", "otlp"),
+        ("opentelemetry", "otlp+http://127.0.0.1:9", "otlp"),
+        ("botocore", "cloudwatch://app", "cloudwatch"),
+    ],
+)
+def test_a_remote_output_without_its_extra_is_a_configuration_error(
+    module: str, output: str, extra: str
+) -> None:
+    env = {"LOGADAPTER_OUTPUTS": output, "AWS_REGION": "eu-west-1"}
+    result = without(module, "config", "log-adapter", env=env)
+    assert result.returncode == 2, result.stderr
+    assert b"LOGADAPTER_OUTPUTS" in result.stderr
+    assert f"pip install 'sidecars[{extra}]'".encode() in result.stderr

@@ -32,7 +32,7 @@ from sidecars.logs.sinks.cloudwatch_events import (
     rejected_counts,
     stream_name,
 )
-from sidecars.logs.sinks.http_client import RetrySchedule
+from sidecars.logs.sinks.retry import RetrySchedule
 from sidecars.observability import LOG_CLOUDWATCH_RESTAMPED, LOG_RECORDS_DROPPED, get_logger
 from sidecars.settings import RemoteOutputSettings
 

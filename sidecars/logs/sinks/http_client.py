@@ -15,20 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import random as random_module
 import time
-from collections.abc import Callable
 from typing import Any, Protocol
 
 import aiohttp
 
-from sidecars.logs.sinks import RetryLater
-from sidecars.policies.retry import BackoffSchedule, parse_retry_after
+from sidecars.logs.sinks.retry import RetrySchedule
+from sidecars.policies.retry import parse_retry_after
 
 REQUEST_TIMEOUT = 30.0
-RETRY_BASE = 0.1
-RETRY_MAX = 5.0
-RETRY_AFTER_MAX = 300.0
 GZIP_LEVEL = 1
 """gzip's fastest level: a batch of log lines still shrinks 5-10x, at several times the speed
 of the default level."""
@@ -43,26 +38,6 @@ class HttpRejected(Exception):
     def __init__(self, status: int, body: bytes) -> None:
         super().__init__(f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}")
         self.status = status
-
-
-class RetrySchedule:
-    """Consecutive failures of one output -> the next delay (full jitter, or Retry-After)."""
-
-    def __init__(self, random: Callable[[], float] = random_module.random) -> None:
-        self._backoff = BackoffSchedule(RETRY_BASE, RETRY_MAX, random)
-        self.failures = 0
-
-    def failed(self, message: str, retry_after: float | None = None) -> RetryLater:
-        self.failures += 1
-        delay = (
-            min(retry_after, RETRY_AFTER_MAX)
-            if retry_after is not None
-            else self._backoff.delay(self.failures)
-        )
-        return RetryLater(message, delay)
-
-    def succeeded(self) -> None:
-        self.failures = 0
 
 
 class RequestSigner(Protocol):

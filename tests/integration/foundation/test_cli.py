@@ -135,7 +135,7 @@ def readme_variables(command: str) -> dict[str, str]:
     prefix = {"breaker": "BREAKER_", "ambassador": "AMBASSADOR_"}.get(command, "LOGADAPTER_")
     found = {}
     for line in README.read_text().splitlines():
-        match = re.match(r"\| `((?:P|SIDECAR|LOGADAPTER)_[A-Z_]+)` \|(.*)", line)
+        match = re.match(r"\| `((?:P|SIDECAR|LOGADAPTER)_[A-Z0-9_]+)` \|(.*)", line)
         if match is None:
             continue
         name, cells = match.group(1), [cell.strip() for cell in match.group(2).split("|")]

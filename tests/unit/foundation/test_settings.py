@@ -333,7 +333,8 @@ def test_log_adapter_remote_output_problems() -> None:
     )
     joined = "\n".join(problems)
     assert "LOGADAPTER_OUTPUTS='cloudwatch://bad:group'" in joined
-    assert "LOGADAPTER_OUTPUTS='http://user:pw@host/x'" in joined
+    assert "LOGADAPTER_OUTPUTS='http://user:***@host/x'" in joined
+    assert "pw@" not in joined
     assert "LOGADAPTER_CLOUDWATCH_REGION is required" in joined
     assert "LOGADAPTER_CLOUDWATCH_STREAM='{service'" in joined
     assert "LOGADAPTER_CLOUDWATCH_RETENTION_DAYS='2'" in joined

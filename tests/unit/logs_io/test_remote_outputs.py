@@ -22,9 +22,9 @@ from sidecars.logs.sinks.cloudwatch_events import (
     stream_name,
 )
 from sidecars.logs.sinks.emf import EmfReporter
-from sidecars.logs.sinks.http_client import RETRY_MAX, RetrySchedule
 from sidecars.logs.sinks.otlp import endpoint_url
 from sidecars.logs.sinks.otlp_mapping import resource_of, scope_of, to_otel
+from sidecars.logs.sinks.retry import RETRY_MAX, RetrySchedule
 from sidecars.logs.sinks.stdout import StdoutSink
 
 NOW_MS = 1_795_687_200_000
