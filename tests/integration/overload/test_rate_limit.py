@@ -46,6 +46,7 @@ async def test_the_admitted_count_follows_the_rate(upstreams: Any, proxies: Any)
         elapsed = time.monotonic() - started
     assert set(statuses) == {200, 429}
     expected = 10 + 100 * elapsed  # the burst, then the rate
+    print(f"admitted {statuses[200]} of {sum(statuses.values())}, expected {expected:.0f}")
     assert abs(statuses[200] - expected) <= 0.03 * expected + 2
     assert upstream.hits == statuses[200]
     assert await proxy.metric("sidecar_rate_limited_total") == statuses[429]
@@ -65,6 +66,7 @@ async def test_two_replicas_share_one_limit_through_redis(
         elapsed = time.monotonic() - started
     admitted = sum(statuses[200] for statuses in both)
     expected = 10 + 100 * elapsed  # one limit for the two
+    print(f"two replicas admitted {admitted}, expected {expected:.0f}")
     assert abs(admitted - expected) <= 0.05 * expected + 2
     assert all(statuses[200] > 0 and statuses[429] > 0 for statuses in both)
     for proxy in (first, second):
@@ -86,6 +88,7 @@ async def test_traffic_goes_on_on_the_local_fallback_while_redis_is_down(
         statuses = await hammer(session, proxy, 1.5)
         assert statuses[200] > 0 and statuses[429] > 0  # still limited, locally
         decided = await proxy.metric(fallback)
+        print(f"while Redis was down: {dict(statuses)}, {decided:.0f} decided locally")
         assert decided >= statuses[200]
         redis_server.start()
 
