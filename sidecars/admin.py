@@ -247,8 +247,11 @@ class AdminServer:
         if self.token is None:
             log.warn("admin_action_refused", path=request.path, reason="no_token_configured")
             return _error(403, "forbidden", "SIDECAR_ADMIN_TOKEN is not set")
-        expected = b"Bearer " + self.token.encode()
-        if not hmac.compare_digest(request.authorization, expected):
+        # The scheme is case-insensitive (RFC 9110 11.1), the token is not.
+        scheme, _, token = request.authorization.partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(
+            token.strip(), self.token.encode()
+        ):
             log.warn("admin_action_refused", path=request.path, reason="bad_token")
             return _error(401, "unauthorized", "Bearer token required")
         try:

@@ -181,10 +181,25 @@ def comma_list(raw: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in raw.split(",") if item.strip())
 
 
+def strict_comma_list(raw: str) -> tuple[str, ...]:
+    """A comma list where an empty item (``a,,b``, a trailing comma) is a mistake to report,
+    for lists whose every item is meant: endpoints, DNS servers."""
+    items = tuple(item.strip() for item in raw.split(","))
+    if len(items) > 1 and "" in items:
+        raise ValueError("a comma list without empty items")
+    return tuple(item for item in items if item)
+
+
 def redis_url(raw: str) -> str:
     parts = urlsplit(raw.strip())
     if parts.scheme not in ("redis", "rediss", "unix") or not (parts.hostname or parts.path):
         raise ValueError("a Redis URL: redis://[:password@]host:port[/db] or rediss://...")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0 and parts.scheme != "unix" and ":" in parts.netloc.rpartition("@")[2]:
+        raise ValueError("a Redis URL with a port from 1 to 65535")
     # An optional extra: said at start-up, not as an ImportError once the sidecar serves.
     if importlib.util.find_spec("redis") is None:
         raise ValueError("the Redis client installed with it: pip install 'sidecars[redis]'")

@@ -90,7 +90,7 @@ class Upstream:
 
 def upstream_cluster(raw: str) -> Upstream:
     """One URL, or a comma list of URLs of one scheme (a cluster of endpoints)."""
-    urls = [upstream_url(item) for item in p.comma_list(raw)]
+    urls = [upstream_url(item) for item in p.strict_comma_list(raw)]
     if not urls:
         raise ValueError("a URL http://host:port[/prefix], https://host[:port] or tcp://host:port")
     first = urls[0]
@@ -117,6 +117,8 @@ def upstream_url(raw: str) -> Upstream:
     srv = parts.hostname.startswith("_") and ("._" in parts.hostname)
     if parts.scheme == "tcp" and ((port is None and not srv) or parts.path not in ("", "/")):
         raise ValueError("tcp://host:port with a port and no path")
+    if port == 0:
+        raise ValueError("a URL with a port from 1 to 65535")
     default_port = {"http": 80, "https": 443}.get(parts.scheme, 0)
     prefix = parts.path.rstrip("/")
     upstream = Upstream(parts.scheme, parts.hostname, port or default_port, prefix)
@@ -760,14 +762,14 @@ def _route_settings(
 def _health_check_path(raw: str) -> str:
     """``/healthz``; for a TCP route any value turns on checks by connecting."""
     text = raw.strip()
-    if not text.startswith("/") or any(c.isspace() for c in text):
-        raise ValueError("a path starting with /, e.g. /healthz")
+    if not text.startswith("/") or "#" in text or any(c.isspace() for c in text):
+        raise ValueError("a path starting with /, e.g. /healthz (no fragment)")
     return text
 
 
 def _dns_servers(raw: str) -> tuple[HostPort, ...]:
     servers: list[HostPort] = []
-    for item in p.comma_list(raw):
+    for item in p.strict_comma_list(raw):
         try:
             address = p.host_port(item if ":" in item.strip("[]") or "]:" in item else item + ":53")
             ipaddress.ip_address(address.host)

@@ -106,7 +106,20 @@ async def test_actions_check_the_bearer_token(guarded_admin: Admin) -> None:
             "/breaker/open?route=missing", headers={"Authorization": "Bearer s3cret"}
         )
         assert missing.status == 404
-    assert guarded_admin.calls == [{"route": "pay"}]
+        # The scheme is case-insensitive (RFC 9110 11.1); the token is not.
+        lower = await http.post(
+            "/breaker/open?route=pay", headers={"Authorization": "bearer s3cret"}
+        )
+        assert lower.status == 200
+        upper_token = await http.post(
+            "/breaker/open?route=pay", headers={"Authorization": "Bearer S3CRET"}
+        )
+        assert upper_token.status == 401
+        other_scheme = await http.post(
+            "/breaker/open?route=pay", headers={"Authorization": "Basic s3cret"}
+        )
+        assert other_scheme.status == 401
+    assert guarded_admin.calls == [{"route": "pay"}, {"route": "pay"}]
 
 
 async def raw_exchange(admin_server: Admin, payload: bytes) -> bytes:

@@ -354,3 +354,25 @@ def test_emf_output_defaults_to_the_first_cloudwatch_output_else_stdout() -> Non
     assert emf_output({"LOGADAPTER_OUTPUTS": "cloudwatch://g"}) is None
     problems = load_problems("log-adapter", {"LOGADAPTER_EMF_OUTPUT": "kafka://x"})
     assert any(problem.startswith("LOGADAPTER_EMF_OUTPUT='kafka://x'") for problem in problems)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "allowed"),
+    [
+        ("BREAKER_UPSTREAM", "http://127.0.0.3:0", "a port from 1 to 65535"),
+        ("BREAKER_UPSTREAM", "http://127.0.0.2:8080,,", "without empty items"),
+        ("BREAKER_DNS_SERVERS", "127.0.0.1:53,", "without empty items"),
+        ("BREAKER_HEALTH_CHECK_PATH", "/h?x=1#frag", "no fragment"),
+        ("BREAKER_STATE_REDIS_URL", "redis://:pw@127.0.0.1:xx/0", "a port from 1 to 65535"),
+        ("BREAKER_STATE_REDIS_URL", "redis://127.0.0.1:99999/0", "a port from 1 to 65535"),
+    ],
+)
+def test_values_that_cannot_work_are_configuration_errors(
+    variable: str, value: str, allowed: str
+) -> None:
+    env = {"BREAKER_UPSTREAM": "http://127.0.0.2:8080", variable: value}
+    with pytest.raises(ConfigError) as raised:
+        settings.load_proxy("breaker", env)
+    [problem] = raised.value.problems
+    assert problem.startswith(variable) and allowed in problem, problem
+    assert "pw@" not in problem
