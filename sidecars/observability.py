@@ -271,6 +271,12 @@ ACTIVE_CONNECTIONS = Gauge(
     _PROXY,
     registry=PROXY_METRICS,
 )
+TRACEPARENT_REPLACED = Counter(
+    "sidecar_traceparent_replaced_total",
+    "Requests whose traceparent was not valid W3C Trace Context: a new trace was begun.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
 TUNNELS_IDLE_CLOSED = Counter(
     "sidecar_tunnels_idle_closed_total",
     "WebSocket/upgrade tunnels and TCP-mode relays closed after the idle timeout with no bytes "

@@ -354,6 +354,7 @@ class ProxySettings:
     dns_ttl: float
     dns_servers: tuple[HostPort, ...] = ()
     access_log: bool = True
+    trace_context: bool = True  # W3C traceparent/tracestate propagated, ids in access lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -843,6 +844,7 @@ def _read_proxy(
         dns_ttl=reader.get("DNS_TTL", p.duration, 5.0),
         dns_servers=reader.get("DNS_SERVERS", _dns_servers, ()),
         access_log=reader.get("ACCESS_LOG", p.boolean, True),
+        trace_context=reader.get("TRACE_CONTEXT", p.boolean, True),
     )
     ports = [str(route.listen) for route in routes] + [str(common.admin_listen)]
     duplicates = sorted({port for port in ports if ports.count(port) > 1 and port[-2:] != ":0"})

@@ -42,6 +42,24 @@ class ForwardProtocolError(ValueError):
     """Well-formed msgpack that is not a Forward protocol message."""
 
 
+class BadEntry(ForwardProtocolError):
+    """One entry that is not ``[time, record]`` (a bad time, a record that is not a map): that
+    entry is dropped, its neighbours kept."""
+
+
+@dataclass(slots=True)
+class _Dropped:
+    """The bad entries of one request: how many, and what was wrong with the first."""
+
+    count: int = 0
+    first: str = ""
+
+    def add(self, error: BadEntry) -> None:
+        if not self.count:
+            self.first = str(error)
+        self.count += 1
+
+
 @dataclass(frozen=True, slots=True)
 class ForwardMessage:
     """One request of any carrier mode: its events, and the chunk id to acknowledge."""
@@ -53,6 +71,10 @@ class ForwardMessage:
     clean: bool = False
     """Every string of the events is known to be valid UTF-8 (PackedForward entries that
     decoded strictly): no undecodable bytes to repair."""
+    dropped: int = 0
+    """Entries left out of ``events`` as bad (``BadEntry``)."""
+    dropped_detail: str = ""
+    """What was wrong with the first of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,30 +101,31 @@ def event_time(value: Any) -> float | None:
     """EventTime ext (uint32 seconds, uint32 nanoseconds), integer or float seconds."""
     if isinstance(value, msgpack.ExtType):
         if value.code != EVENT_TIME_EXT or len(value.data) != 8:
-            raise ForwardProtocolError(f"time ext type {value.code} of {len(value.data)} bytes")
+            raise BadEntry(f"time ext type {value.code} of {len(value.data)} bytes")
         seconds, nanoseconds = struct.unpack(">II", value.data)
         return float(seconds) + float(nanoseconds) / 1e9
     if isinstance(value, bool):
-        raise ForwardProtocolError("time is a boolean")
+        raise BadEntry("time is a boolean")
     if isinstance(value, (int, float)):
         return float(value)
     if value is None:
         return None
-    raise ForwardProtocolError(f"time is a {type(value).__name__}")
+    raise BadEntry(f"time is a {type(value).__name__}")
 
 
 def _entry(value: Any) -> EventTuple:
     if not isinstance(value, list) or len(value) != 2:
-        raise ForwardProtocolError("an entry is not [time, record]")
+        raise BadEntry("an entry is not [time, record]")
     record = value[1]
     if not isinstance(record, dict):
-        raise ForwardProtocolError(f"a record is a {type(record).__name__}, not a map")
+        raise BadEntry(f"a record is a {type(record).__name__}, not a map")
     return event_time(value[0]), record
 
 
-def _entries(items: Iterable[Any]) -> list[EventTuple]:
+def _entries(items: Iterable[Any], dropped: _Dropped) -> list[EventTuple]:
     """``_entry`` of each item, the common one (an EventTime decoded by ``_event_time_ext``,
-    and a map) inline: a frame holds hundreds of entries."""
+    and a map) inline: a frame holds hundreds of entries. A bad one is left out, counted in
+    ``dropped``."""
     entries: list[EventTuple] = []
     append = entries.append
     for item in items:
@@ -111,7 +134,10 @@ def _entries(items: Iterable[Any]) -> list[EventTuple]:
             if stamp.__class__ is float and record.__class__ is dict:
                 append((stamp, record))
                 continue
-        append(_entry(item))
+        try:
+            append(_entry(item))
+        except BadEntry as error:
+            dropped.add(error)
     return entries
 
 
@@ -156,19 +182,22 @@ def _entries_unpacker(payload: bytes, errors: str) -> Any:
     return unpacker
 
 
-def _packed_entries(payload: bytes) -> tuple[list[EventTuple], bool]:
-    """The entries, and whether all their strings are valid UTF-8: decoded strictly first
-    (then nothing needs repair downstream), else again keeping undecodable bytes as
-    surrogates, as ``new_unpacker`` does."""
+def _packed_entries(payload: bytes) -> tuple[list[EventTuple], bool, _Dropped]:
+    """The entries, whether all their strings are valid UTF-8, and the bad ones left out:
+    decoded strictly first (then nothing needs repair downstream), else again keeping
+    undecodable bytes as surrogates, as ``new_unpacker`` does."""
     for errors in ("strict", "surrogateescape"):
+        dropped = _Dropped()
         try:
-            return _entries(_entries_unpacker(payload, errors)), errors == "strict"
+            entries = _entries(_entries_unpacker(payload, errors), dropped)
+            return entries, errors == "strict", dropped
         except ForwardProtocolError:
             raise
         except UnicodeDecodeError:
             continue
         except msgpack.exceptions.StackError:
-            return _entries_one_by_one(payload), False
+            dropped = _Dropped()
+            return _entries_one_by_one(payload, dropped), False, dropped
         except ValueError as error:
             raise ForwardProtocolError(f"bad PackedForward entries: {error}") from None
     raise AssertionError("unreachable: surrogateescape decodes any bytes")
@@ -179,7 +208,7 @@ TOO_DEEP_FOR_MSGPACK = {"message": depth.MARKER}
 decoded at all, and its neighbours must not be lost with it."""
 
 
-def _entries_one_by_one(payload: bytes) -> list[EventTuple]:
+def _entries_one_by_one(payload: bytes, dropped: _Dropped) -> list[EventTuple]:
     """Entries decoded apart, found by their byte extent (``object_end``): one nested past
     msgpack's limit becomes ``TOO_DEEP_FOR_MSGPACK`` (counted as a depth cut)."""
     entries: list[EventTuple] = []
@@ -187,7 +216,7 @@ def _entries_one_by_one(payload: bytes) -> list[EventTuple]:
     while at < len(payload):
         end = object_end(payload, at)
         try:
-            entries += _entries(_entries_unpacker(payload[at:end], "surrogateescape"))
+            entries += _entries(_entries_unpacker(payload[at:end], "surrogateescape"), dropped)
         except msgpack.exceptions.StackError:
             depth.count_cut()
             entries.append((None, dict(TOO_DEEP_FOR_MSGPACK)))
@@ -254,28 +283,29 @@ def decode_message(value: Any) -> ForwardMessage | Heartbeat:
         raise ForwardProtocolError("the tag is not a string")
     second = value[1]
     clean = False
+    dropped = _Dropped()
     if isinstance(second, list):
         option = value[2] if len(value) > 2 else None
-        events, mode = _entries(second), "forward"
+        events, mode = _entries(second, dropped), "forward"
     elif isinstance(second, (bytes, str)):
         option = value[2] if len(value) > 2 else None
         payload = second.encode("utf-8", "surrogateescape") if isinstance(second, str) else second
         compressed = isinstance(option, dict) and option.get("compressed") == "gzip"
         if compressed:
             payload = _inflate(payload)
-        events, clean = _packed_entries(payload)
+        events, clean, dropped = _packed_entries(payload)
         mode = "compressed_packed_forward" if compressed else "packed_forward"
     else:
         if len(value) < 3:
             raise ForwardProtocolError("a Message has no record")
         option = value[3] if len(value) > 3 else None
-        events, mode = [_entry([second, value[2]])], "message"
+        events, mode = _entries([[second, value[2]]], dropped), "message"
     if option is not None and not isinstance(option, dict):
         raise ForwardProtocolError("the option is not a map")
     chunk = option.get("chunk") if option else None
     if chunk is not None and not isinstance(chunk, str):
         raise ForwardProtocolError("the chunk option is not a string")
-    return ForwardMessage(tag, events, chunk, mode, clean)
+    return ForwardMessage(tag, events, chunk, mode, clean, dropped.count, dropped.first)
 
 
 def encode_ack(chunk: str) -> bytes:

@@ -32,8 +32,11 @@ _PREFIX = (
 )
 _LINE = (
     b'%b"upstream":%b,"method":"%b","path":"%b","status":%b,"attempts":%b,"duration":%.6f,'
-    b'"bytes":%b,"request_id":"%b","remote_addr":"%b","user_agent":%b}\n'
+    b'"bytes":%b,"request_id":"%b","remote_addr":"%b","user_agent":%b%b'
 )
+_END = b"}\n"
+# With trace context: the trace, the sidecar's span, and the client's span (null: a new trace).
+_TRACE_END = b',"trace_id":"%b","span_id":"%b","parent_span_id":%b}\n'
 # Small numbers as text: a list index and %b cost less than %d.
 _NUMBERS = [b"%d" % n for n in range(1024)]
 # Distinct user agents whose JSON form is kept; past it the cache starts again.
@@ -50,6 +53,15 @@ def json_string(value: bytes) -> bytes:
 def _json_inner(value: bytes) -> bytes:
     """``value`` as the inside of a JSON string."""
     return orjson.dumps(value.decode("utf-8", "replace"))[1:-1]
+
+
+def _trace_end(exchange: Exchange) -> bytes:
+    parent = exchange.parent_id
+    return _TRACE_END % (
+        exchange.trace_id,
+        exchange.span_id,
+        b"null" if parent is None else b'"' + parent + b'"',
+    )
 
 
 class AccessLog:
@@ -107,6 +119,7 @@ class AccessLog:
                 ),
                 exchange.client.peer,
                 b"null" if user_agent is None else user_agent,
+                _END if not exchange.span_id else _trace_end(exchange),
             )
         )
 

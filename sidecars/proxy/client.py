@@ -369,6 +369,9 @@ class ClientConnection(asyncio.Protocol):
             self._judge_version(head)
         if not head.request_id:
             head.request_id = route.request_ids.next()
+        trace_context = route.trace_context
+        if trace_context is not None and trace_context.begin(head):
+            route.metrics.traceparent_replaced.inc()
         if head.upgrade is not None and not parser.should_upgrade():
             head.upgrade = None
         if head.listed:
@@ -428,6 +431,9 @@ class ClientConnection(asyncio.Protocol):
         exchange.error = error
         exchange.keep_alive = False
         exchange.request_id = exchange.request_id or self.route.request_ids.next()
+        trace_context = self.route.trace_context
+        if trace_context is not None and not exchange.trace_id:
+            trace_context.begin(exchange)
         exchange.request_done = True
         if self.active is None:
             self.active = exchange
@@ -579,3 +585,9 @@ def _take_header(head: RequestHead, role: int, name: bytes, value: bytes) -> Non
     elif role == h.USER_AGENT:
         head.user_agent = value
         head.lines.extend((name, b": ", value, b"\r\n"))
+    elif role == h.TRACE_CONTEXT:
+        trace_lines = (name, b": ", value, b"\r\n")
+        if head.trace_lines is None:
+            head.trace_lines = list(trace_lines)
+        else:
+            head.trace_lines.extend(trace_lines)

@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Iterable
+import random
+import re
+from collections.abc import Callable, Iterable
 from http import HTTPStatus
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sidecars.proxy.request import RequestHead
 
 # What the engine does with a header, by its lower-case name; absent: forwarded as it came
 # (FORWARD is 0 so that the hot paths test it with a plain ``not role``).
@@ -30,6 +36,7 @@ FORWARDED_PROTO = 10
 IDEMPOTENCY_KEY = 11
 USER_AGENT = 12
 RETRY_AFTER = 13
+TRACE_CONTEXT = 14  # traceparent and tracestate
 
 _HOP_BY_HOP = {
     b"connection": CONNECTION,
@@ -54,6 +61,8 @@ REQUEST_ROLES: dict[bytes, int] = {
     b"x-forwarded-proto": FORWARDED_PROTO,
     b"idempotency-key": IDEMPOTENCY_KEY,
     b"user-agent": USER_AGENT,
+    b"traceparent": TRACE_CONTEXT,
+    b"tracestate": TRACE_CONTEXT,
     # Ours to set: a client cannot pretend to be a later attempt.
     b"x-sidecar-attempt": DROP,
 }
@@ -175,6 +184,101 @@ class RequestIds:
 
     def next(self) -> bytes:
         return self._prefix + b"%x" % next(self._counter)
+
+
+# W3C Trace Context (https://www.w3.org/TR/trace-context/): version-traceid-parentid-flags.
+_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID = b"0" * 32
+_ZERO_SPAN_ID = b"0" * 16
+# tracestate: what is kept untouched; longer, list-members are dropped as section 3.3.1.5 says
+# (those over 128 characters first, then from the end).
+TRACESTATE_MAX = 512
+_TRACESTATE_MEMBER_MAX = 128
+SAMPLED = b"01"
+
+
+def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:
+    """(trace id, parent id, flags) of a valid ``traceparent``, or None.
+
+    A later version than 00 is read as far as version 00 goes (the spec's forward
+    compatibility); its flags are cut to the sampled bit, the only one version 00 defines.
+    """
+    match = _TRACEPARENT.match(value)
+    if match is None:
+        return None
+    version, trace_id, parent_id, flags = match.groups()
+    if version == b"ff" or trace_id == _ZERO_TRACE_ID or parent_id == _ZERO_SPAN_ID:
+        return None
+    if version != b"00":
+        if len(value) > 55 and value[55:56] != b"-":
+            return None
+        flags = b"01" if int(flags, 16) & 1 else b"00"
+    elif len(value) != 55:
+        return None
+    return trace_id, parent_id, flags
+
+
+def bounded_tracestate(value: bytes) -> bytes | None:
+    """``value`` untouched when it is at most ``TRACESTATE_MAX`` bytes; else what is left of
+    it after the spec's truncation (None when nothing is)."""
+    if len(value) <= TRACESTATE_MAX:
+        return value
+    members = [member.strip() for member in value.split(b",")]
+    kept = [member for member in members if member and len(member) <= _TRACESTATE_MEMBER_MAX]
+    while kept and len(b",".join(kept)) > TRACESTATE_MAX:
+        kept.pop()
+    return b",".join(kept) or None
+
+
+class TraceContext:
+    """The trace context of each request: the client's ``traceparent`` continued, or a new
+    trace begun, and a span id of the sidecar's own for the request it sends upstream.
+
+    One span per request, whatever its attempts: every attempt carries the same span id (the
+    attempts are told apart by ``X-Sidecar-Attempt``), which is the ``span_id`` of the access
+    line. ``randbytes`` is ``random.Random().randbytes`` (seeded from os.urandom; trace ids
+    need to be unique, not secret: OpenTelemetry's SDKs make them so, and a system call per
+    request would cost more) unless a test passes its own.
+    """
+
+    __slots__ = ("_randbytes",)
+
+    def __init__(self, randbytes: Callable[[int], bytes] | None = None) -> None:
+        self._randbytes = random.Random().randbytes if randbytes is None else randbytes
+
+    def begin(self, head: RequestHead) -> bool:
+        """Set the trace fields of ``head``; True when the client sent a ``traceparent`` that
+        was not valid (replaced by a new trace, as the spec says)."""
+        lines = head.trace_lines
+        parent: tuple[bytes, ...] | None = None
+        if lines is not None:
+            tracestate: list[bytes] = []
+            for index in range(0, len(lines), 4):
+                # The header roles let only these two names through: their lengths tell them.
+                if len(lines[index]) == len(b"tracestate"):
+                    tracestate.append(lines[index + 2])
+                elif parent is None:
+                    parent = parse_traceparent(lines[index + 2]) or ()
+                else:
+                    parent = ()  # more than one traceparent: not valid
+            if parent:
+                head.trace_id, head.parent_id, head.trace_flags = parent
+                head.span_id = self._new_ids()[1]
+                if tracestate:
+                    head.tracestate = bounded_tracestate(b",".join(tracestate))
+                return False
+        head.trace_id, head.span_id = self._new_ids()
+        head.trace_flags = SAMPLED
+        # tracestate alone belongs to no trace: dropped, but not invalid.
+        return parent is not None
+
+    def _new_ids(self) -> tuple[bytes, bytes]:
+        """A random trace id and span id, in hex (all zeros is not an id: drawn again)."""
+        while True:
+            ids = self._randbytes(24).hex().encode()
+            trace_id, span_id = ids[:32], ids[32:]
+            if trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID:
+                return trace_id, span_id
 
 
 def status_line(status: int, reason: bytes) -> bytes:

@@ -50,6 +50,20 @@ def request_head(
         head.request_id,
         b"\r\n",
     ]
+    if head.span_id:
+        parts += (
+            b"traceparent: 00-",
+            head.trace_id,
+            b"-",
+            head.span_id,
+            b"-",
+            head.trace_flags,
+            b"\r\n",
+        )
+        if head.tracestate is not None:
+            parts += (b"tracestate: ", head.tracestate, b"\r\n")
+    elif head.trace_lines is not None:
+        parts += head.trace_lines  # trace context off: forwarded as it came
     host = head.forwarded_host or head.host
     if host is not None:
         parts += (b"X-Forwarded-Host: ", host, b"\r\n")

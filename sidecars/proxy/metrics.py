@@ -71,6 +71,7 @@ class RouteMetrics:
         "retries",
         "retries_skipped",
         "retry_budget_exhausted",
+        "traceparent_replaced",
         "transitions",
         "tunnels_idle_closed",
         "upstream_connections_opened",
@@ -97,6 +98,7 @@ class RouteMetrics:
         self.connections = obs.CONNECTIONS.labels(*base)
         self.active_connections = obs.ACTIVE_CONNECTIONS.labels(*base)
         self.tunnels_idle_closed = obs.TUNNELS_IDLE_CLOSED.labels(*base)
+        self.traceparent_replaced = obs.TRACEPARENT_REPLACED.labels(*base)
         self.upstream_connections_opened = obs.UPSTREAM_CONNECTIONS_OPENED.labels(*base)
         self._end_of_iteration = end_of_iteration
         self._tallied = False

@@ -27,10 +27,16 @@ class RequestHead:
         "lines",
         "listed",
         "method",
+        "parent_id",
         "request_id",
         "request_id_given",
         "size",
+        "span_id",
         "target",
+        "trace_flags",
+        "trace_id",
+        "trace_lines",
+        "tracestate",
         "upgrade",
         "user_agent",
     )
@@ -53,6 +59,14 @@ class RequestHead:
         self.forwarded_proto: bytes | None = None
         self.idempotency_key = False
         self.user_agent: bytes | None = None
+        # traceparent/tracestate lines as they came (forwarded so when trace context is off),
+        # and the request's trace context (headers.TraceContext.begin; b"" when off).
+        self.trace_lines: list[bytes] | None = None
+        self.trace_id = b""
+        self.span_id = b""  # the sidecar's own: the parent id the upstream sees
+        self.parent_id: bytes | None = None  # the client's span
+        self.trace_flags = b""
+        self.tracestate: bytes | None = None
         self.keep_alive = True
         self.asked_keep_alive = False  # Connection: keep-alive was sent
         self.http11 = True

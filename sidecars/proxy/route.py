@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
@@ -34,7 +35,7 @@ from sidecars.proxy.filters.connections import ConnectionCap
 from sidecars.proxy.filters.outlier import OutlierFilter
 from sidecars.proxy.filters.ratelimit import RateLimitFilter
 from sidecars.proxy.filters.retry import RetryFilter
-from sidecars.proxy.headers import RequestIds
+from sidecars.proxy.headers import RequestIds, TraceContext
 from sidecars.proxy.health import HealthChecker
 from sidecars.proxy.metrics import RouteMetrics
 from sidecars.proxy.pool import (
@@ -64,8 +65,8 @@ class ClientSide(Protocol):
 class Route:
     """Collaborators are passed in: ``clock`` (monotonic seconds) for every policy and the
     cluster, ``timer_clock`` for connection deadlines, ``resolver`` for discovery,
-    ``connector`` to open upstream connections, and ``randrange`` for the balancer and the
-    backoff jitter."""
+    ``connector`` to open upstream connections, ``randrange`` for the balancer and the
+    backoff jitter, and ``randbytes`` for trace and span ids."""
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class Route:
         timer_clock: Clock | None = None,
         connector: Connector | None = None,
         randrange: Random = random.randrange,
+        randbytes: Callable[[int], bytes] | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -95,6 +97,7 @@ class Route:
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
         self.request_ids = request_ids
+        self.trace_context = TraceContext(randbytes) if proxy.trace_context else None
         self.errors = ErrorResponses(settings.name)
         self.timeout = settings.timeout
         self.per_try_timeout = settings.per_try_timeout
@@ -212,7 +215,7 @@ class Route:
             self.outlier = OutlierFilter(
                 OutlierDetector(cluster_settings.outlier),
                 settings.breaker.slow_call,
-                _Ejections(proxy.sidecar, settings.name),
+                _Ejections(proxy.sidecar),
             )
             if all(d.static for d in self.discoveries) and all(
                 len(c.endpoints) * cluster_settings.outlier.max_ejected_percent < 100
@@ -336,13 +339,14 @@ def _pool_totals(cluster: Cluster) -> dict[str, int]:
 
 
 class _Ejections:
-    """sidecar_outlier_ejections_total children by reason."""
+    """sidecar_outlier_ejections_total children by (cluster name, reason)."""
 
-    def __init__(self, sidecar: str, upstream: str) -> None:
-        self._base = (sidecar, upstream)
+    def __init__(self, sidecar: str) -> None:
+        self._sidecar = sidecar
 
-    def __getitem__(self, reason: str) -> Any:
-        return obs.OUTLIER_EJECTIONS.labels(*self._base, reason)
+    def __getitem__(self, key: tuple[str, str]) -> Any:
+        cluster, reason = key
+        return obs.OUTLIER_EJECTIONS.labels(self._sidecar, cluster, reason)
 
 
 def _local_authorities(settings: RouteSettings) -> frozenset[bytes]:

@@ -2,7 +2,10 @@
 endpoint of the route's cluster chosen by its balancer (in-flight count: the connections
 relayed), with outlier ejection and health checks as for HTTP.
 
-A refused or timed-out dial, or a reset while relaying, is the upstream's failure; a relay
+A refused or timed-out dial, or a reset while relaying, is the upstream's failure; a failed
+dial is retried on another endpoint as the retry filter decides (``P_RETRY_ON``
+connect-failure, ``P_MAX_ATTEMPTS``, budget, backoff, within ``P_TIMEOUT``), the client's
+bytes held meanwhile; once connected nothing is retried (a stream cannot be replayed). A relay
 that ends with either side closing normally is a success. While the circuit is open new
 client connections are closed at once without dialling (or relayed to the fallback).
 Half-close is passed through (``write_eof``), so request/response protocols that signal the
@@ -37,16 +40,21 @@ class TcpRelay(asyncio.Protocol):
     """The client side of one relayed connection."""
 
     __slots__ = (
+        "_attempts",
         "_client_eof",
+        "_cluster",
+        "_connecting",
         "_dial",
         "_dialled_in",
         "_early",
         "_endpoint",
+        "_pending",
         "_permit",
         "_reads",
         "_reads_checked",
         "_started",
         "_timer",
+        "_tried",
         "_upstream_eof",
         "bytes_down",
         "bytes_up",
@@ -62,7 +70,12 @@ class TcpRelay(asyncio.Protocol):
         self.upstream: TcpUpstream | None = None
         self._permit: Permit | None = None
         self._endpoint: Endpoint | None = None
+        self._cluster: Cluster = route.cluster  # the fallback once the circuit refused
         self._dial: asyncio.Task[TcpUpstream] | None = None
+        self._pending: asyncio.Handle | None = None  # the next dial, after the backoff
+        self._attempts = 0  # dials made
+        self._tried: list[Endpoint] = []  # endpoints whose dial failed
+        self._connecting = True  # until a dial succeeded or none is left to make
         self._started = route.clock()
         self._dialled_in = 0.0
         self._client_eof = False
@@ -77,53 +90,90 @@ class TcpRelay(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
-        self.transport = transport = cast(asyncio.Transport, transport)
+        self.transport = cast(asyncio.Transport, transport)
         route = self.route
         route.connections.add(self)
         route.in_flight += 1
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
-        self._timer.set(route.timer_clock() + route.idle_timeout)
         cap = route.connection_cap
         if cap is not None and not cap.admits(route.in_flight):
-            transport.close()  # P_MAX_CONNECTIONS: refused before any dial
+            self.transport.close()  # P_MAX_CONNECTIONS: refused before any dial
             return
-        cluster: Cluster = route.cluster
+        route.retry.budget.record_request()
+        self._timer.set(route.timer_clock() + route.idle_timeout)
+        self._attempt()
+
+    def _attempt(self) -> None:
+        """Dial an endpoint not tried yet (a permit per dial, as per HTTP attempt)."""
+        self._pending = None
+        route = self.route
+        transport = self.transport
+        if self.closed or transport is None:
+            return
         breaker = route.breaker
-        if breaker is not None:
+        if breaker is not None and self._cluster is not route.fallback:
             self._permit = breaker.acquire()
             if self._permit is None:
                 route.metrics.circuit_rejected()
                 if route.fallback is None:
+                    self._connecting = False
                     transport.close()
                     return
                 route.metrics.fallback_requests.inc()
-                cluster = route.fallback
-        endpoint = self._endpoint = cluster.pick(None)
+                self._cluster = route.fallback
+        self._attempts += 1
+        endpoint = self._endpoint = self._cluster.pick(self._tried)
         if endpoint is None:
             self._dial_failed(ConnectFailure("connect", "no endpoint"))
             return
         self._dial = route.loop.create_task(
             route.connector.connect(
-                endpoint.member.target, lambda: TcpUpstream(self), route.connect_timeout
+                endpoint.member.target,
+                lambda: TcpUpstream(self),
+                min(route.connect_timeout, self._remaining()),
             )
         )
         self._dial.add_done_callback(self._dialled)
 
+    def _remaining(self) -> float:
+        """Seconds left of P_TIMEOUT for dialling, from the client's connection."""
+        route = self.route
+        return max(0.0, route.timeout - (route.clock() - self._started))
+
     def _dial_failed(self, error: BaseException) -> None:
+        """The breaker and the outlier filter judge the dial; the retry filter says whether
+        another endpoint is dialled (nothing was relayed yet: the client's bytes are held)."""
         route = self.route
         kind = error.kind if isinstance(error, ConnectFailure) else "connect"
         route.metrics.upstream_errors[kind].inc()
         route.metrics.attempt_failure.inc()
         self._record_failure(kind)
+        decision = route.retry.on_connect_failure(self._attempts, kind, self._remaining())
+        retry = decision is not None and decision.retry and not self.closed
+        endpoint = self._endpoint
         log.warn(
             "tcp_dial_failed",
             upstream=route.name,
             kind=kind,
             detail=str(error),
-            endpoint=self._endpoint.name if self._endpoint is not None else None,
+            endpoint=endpoint.name if endpoint is not None else None,
+            attempt=self._attempts,
+            retry=retry,
+            reason=decision.reason if decision is not None else "max_attempts",
+            backoff=round(decision.delay, 4) if decision is not None and retry else None,
         )
-        self._release_endpoint()
+        if endpoint is not None:
+            self._release_endpoint()
+            self._tried.append(endpoint)
+        if retry:
+            assert decision is not None
+            if decision.delay > 0:
+                self._pending = route.loop.call_later(decision.delay, self._attempt)
+            else:
+                self._pending = route.loop.call_soon(self._attempt)
+            return
+        self._connecting = False
         if self.transport is not None:
             self.transport.close()
 
@@ -136,6 +186,7 @@ class TcpRelay(asyncio.Protocol):
             self._dial_failed(error)
             return
         upstream = task.result()
+        self._connecting = False
         self.route.metrics.upstream_connections_opened.inc()
         self._dialled_in = self.route.clock() - self._started
         if self.closed:
@@ -166,8 +217,8 @@ class TcpRelay(asyncio.Protocol):
     def eof_received(self) -> bool:
         self._client_eof = True
         upstream = self.upstream
-        if self._dial is not None:
-            return True  # passed on once the dial finished
+        if self._connecting:
+            return True  # passed on once a dial succeeded
         if upstream is None or self._upstream_eof:
             return False
         upstream.write_eof()
@@ -183,6 +234,9 @@ class TcpRelay(asyncio.Protocol):
         if self._dial is not None:
             self._dial.cancel()
             self._dial = None
+        if self._pending is not None:
+            self._pending.cancel()
+            self._pending = None
         upstream = self.upstream
         if upstream is not None:
             upstream.close()

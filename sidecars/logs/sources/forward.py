@@ -6,9 +6,12 @@ the events of every request read so far on as one batch (fluent-logger and Docke
 event per request). A ``chunk`` option is acknowledged only once the
 records are accepted by the buffer (fsynced for the disk buffer). While the buffer is full the
 connection is not read, so TCP slows the sender down. Corrupt msgpack or a request that is not
-a Forward message closes that connection only (counted, logged). UDP on the same port answers
-heartbeats; a TCP ``nil`` is a heartbeat too. With a shared key the server sends HELO and
-requires a valid PING before any event, within ``handshake_timeout``
+a Forward message closes that connection only (counted, logged); a bad entry inside a request
+(a record that is not a map, a bad time) costs that entry only: dropped, counted
+(``logadapter_records_dropped_total{reason="bad_entry"}``), logged at most once a minute
+(``forward_entries_dropped``), and the request's good entries are delivered and acknowledged.
+UDP on the same port answers heartbeats; a TCP ``nil`` is a heartbeat too. With a shared key
+the server sends HELO and requires a valid PING before any event, within ``handshake_timeout``
 (``LOGADAPTER_FORWARD_HANDSHAKE_TIMEOUT``); with ``idle_timeout``
 (``LOGADAPTER_FORWARD_IDLE_TIMEOUT``, off by default) a connection that sends nothing for
 that long is closed. Either close is counted (``logadapter_input_errors_total{input=
@@ -50,7 +53,7 @@ from sidecars.logs.forward_protocol import (
 )
 from sidecars.logs.model import LogLine
 from sidecars.logs.pipeline import LineRun, Pipeline
-from sidecars.observability import LOG_INPUT_ERRORS, get_logger
+from sidecars.observability import LOG_INPUT_ERRORS, LOG_RECORDS_DROPPED, get_logger
 from sidecars.settings import UnixAddress
 
 READ_BYTES = 64 * 1024
@@ -59,6 +62,8 @@ stay in the CPU caches while they are processed (256 KiB reads were measured 10%
 STREAM_BUFFER_BYTES = 256 * 1024
 """What the event loop may read ahead of the processor from one connection."""
 SOCKET_MODE = 0o666
+BAD_ENTRIES_LOG_EVERY = 60.0
+"""Seconds between two ``forward_entries_dropped`` log events (each bad entry is counted)."""
 log = get_logger("sidecars.logs.forward")
 
 
@@ -351,6 +356,7 @@ class ForwardConnection:
     async def _handle(self, messages: list[ForwardMessage]) -> None:
         """One batch for the processor (clients like fluent-logger send one event per
         request), then the acks of the requests that asked for one."""
+        self._source.count_bad_entries(messages, self.peer)
         position = await self._source.ingest(messages, self.stream_keys)
         chunks = [message.chunk for message in messages if message.chunk is not None]
         if chunks:
@@ -388,6 +394,8 @@ class ForwardSource:
         self.modes: dict[str, int] = {}
         self.closed: dict[str, int] = {}
         """Connections closed by the server, by reason (``ForwardConnection._fail``)."""
+        self.bad_entries = 0
+        self._bad_entries_logged_at: float | None = None
 
     async def start(self) -> None:
         if isinstance(self.listen, UnixAddress):
@@ -477,6 +485,26 @@ class ForwardSource:
         self.requests += len(messages)
         return await self.pipeline.ingest_parts(parts, self.name)
 
+    def count_bad_entries(self, messages: list[ForwardMessage], peer: str) -> None:
+        """The entries these requests dropped as bad: counted, logged at most once a minute."""
+        dropped = 0
+        for message in messages:
+            if message.dropped:
+                dropped += message.dropped
+                bad = message
+        if not dropped:
+            return
+        LOG_RECORDS_DROPPED.labels("bad_entry").inc(dropped)
+        self.bad_entries += dropped
+        now = time.monotonic()
+        last = self._bad_entries_logged_at
+        if last is None or now - last >= BAD_ENTRIES_LOG_EVERY:
+            self._bad_entries_logged_at = now
+            log.warning(
+                "forward_entries_dropped", peer=peer, tag=bad.tag, mode=bad.mode,
+                count=dropped, total=self.bad_entries, detail=bad.dropped_detail[:200],
+            )
+
     async def stop(self) -> None:
         """Stop accepting; idle connections close, busy ones finish (and ack) their request."""
         self.stopping = True
@@ -514,4 +542,5 @@ class ForwardSource:
             "handshake_timeout": self.handshake_timeout,
             "idle_timeout": self.idle_timeout,
             "closed": dict(self.closed),
+            "bad_entries": self.bad_entries,
         }

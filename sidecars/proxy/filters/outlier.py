@@ -29,7 +29,8 @@ class OutlierFilter(Filter):
     name = "outlier"
 
     def __init__(self, detector: OutlierDetector, slow_call: float | None, ejections: Any) -> None:
-        """``ejections``: the sidecar_outlier_ejections_total children, by reason."""
+        """``ejections``: the sidecar_outlier_ejections_total children, by (cluster name,
+        reason): one filter serves the route's cluster and its fallback."""
         self.detector = detector
         self.slow_call = slow_call
         self.times_calls = slow_call is not None
@@ -82,7 +83,7 @@ class OutlierFilter(Filter):
             self.skipped += 1
             return
         until = detector.eject(endpoint.outlier, cluster.clock())
-        self._ejections[reason].inc()
+        self._ejections[cluster.name, reason].inc()
         cluster.eject(endpoint, until, reason)
 
     def status(self) -> dict[str, Any] | None:

@@ -114,26 +114,51 @@ class RetryFilter(Filter):
         self._log_attempt_failed(exchange, kind, decision, detail=exchange.failure_detail)
         return decision
 
+    def on_connect_failure(
+        self, attempt: int, kind: str, remaining: float
+    ) -> RetryDecision | None:
+        """TCP mode: a dial (attempt ``attempt``, from 1) failed before any byte was relayed:
+        dial another endpoint? The same rule as an HTTP attempt that sent nothing."""
+        if self.max_attempts <= attempt:
+            return None
+        return self._counted(
+            self.policy.decide(
+                attempt=attempt,
+                failure=RETRY_KIND[kind],
+                method=b"",
+                has_idempotency_key=False,
+                request_sent=False,
+                body_replayable=True,
+                retry_after=None,
+                remaining=remaining,
+            )
+        )
+
     def _decide(
         self, exchange: Exchange, failure: str | int, sent: bool, retry_after: bytes | None
     ) -> RetryDecision | None:
         """Ask the retry policy (None when this route makes one attempt only)."""
         if self.max_attempts <= exchange.attempt:
             return None
-        decision = self.policy.decide(
-            attempt=exchange.attempt,
-            failure=failure,
-            method=exchange.method,
-            has_idempotency_key=exchange.idempotency_key,
-            request_sent=sent,
-            body_replayable=exchange.body_kept,
-            retry_after=(
-                parse_retry_after(retry_after, self._wall_clock())
-                if retry_after is not None
-                else None
-            ),
-            remaining=exchange.remaining(),
+        return self._counted(
+            self.policy.decide(
+                attempt=exchange.attempt,
+                failure=failure,
+                method=exchange.method,
+                has_idempotency_key=exchange.idempotency_key,
+                request_sent=sent,
+                body_replayable=exchange.body_kept,
+                retry_after=(
+                    parse_retry_after(retry_after, self._wall_clock())
+                    if retry_after is not None
+                    else None
+                ),
+                remaining=exchange.remaining(),
+            )
         )
+
+    def _counted(self, decision: RetryDecision) -> RetryDecision:
+        """The policy's decision, counted in the retry metrics."""
         metrics = self.metrics
         if decision.retry:
             metrics.retries[decision.reason].inc()

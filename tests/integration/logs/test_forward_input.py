@@ -420,3 +420,59 @@ def test_a_stream_another_connection_still_feeds_is_not_cut(
     (record,) = patient.wait_records(1)
     assert record["message"] == "boom"
     assert record["error"]["type"] == "ValueError"
+
+
+def bad_entry_request(mode: str, texts: list[str], bad: list[Any], chunk: str) -> list[Any]:
+    """A request of ``mode`` with a good entry per text, each followed by one of ``bad``."""
+    now = EventTime(1795687200, 0)
+    entries: list[Any] = []
+    for n, text in enumerate(texts):
+        entries.append([now, {"log": text}])
+        if n < len(bad):
+            entries.append(bad[n])
+    if mode == "forward":
+        return ["app.web", entries, {"chunk": chunk}]
+    stream = b"".join(packb(entry) for entry in entries)
+    if mode == "packed_forward":
+        return ["app.web", stream, {"chunk": chunk}]
+    return ["app.web", gzip.compress(stream), {"chunk": chunk, "compressed": "gzip"}]
+
+
+@pytest.mark.parametrize("mode", ["forward", "packed_forward", "compressed_packed_forward"])
+def test_a_bad_entry_costs_that_entry_only(
+    forward: Adapter, client: ForwardClient, mode: str
+) -> None:
+    bad = [[1795687200, "not a map"], ["bad-time", {"log": "lost"}], [1795687200]]
+    client.send(bad_entry_request(mode, ["one", "two", "three", "four"], bad, "abc123"))
+    assert client.receive() == {"ack": "abc123"}
+    client.send(bad_entry_request(mode, ["five", "six"], bad[:1], "next"))  # same connection
+    assert client.receive() == {"ack": "next"}
+    assert [r["message"] for r in forward.wait_records(6)] == [
+        "one", "two", "three", "four", "five", "six"
+    ]
+    metrics = forward.metrics()
+    assert metric_value(metrics, "logadapter_records_dropped_total", reason="bad_entry") == 4
+    assert metric_value(metrics, "logadapter_input_errors_total", input="forward") == 0
+    status = forward.status()["inputs"]["forward"]
+    assert (status["bad_entries"], status["closed"]) == (4, {})
+    dropped = [e for e in forward.process_logs() if e.get("event") == "forward_entries_dropped"]
+    assert len(dropped) == 1  # at most once a minute
+    assert dropped[0]["count"] == 3
+    assert dropped[0]["detail"] == "a record is a str, not a map"
+
+
+def test_a_bad_message_mode_record_is_dropped_and_still_acknowledged(
+    forward: Adapter, client: ForwardClient
+) -> None:
+    client.send(["app", 1795687200, "not a map", {"chunk": "bad-record"}])
+    assert client.receive() == {"ack": "bad-record"}
+    client.send(["app", True, {"log": "lost"}, {"chunk": "bad-time"}])  # a str: PackedForward
+    assert client.receive() == {"ack": "bad-time"}
+    client.send(["app", 1795687200, {"log": "after"}, {"chunk": "good"}])
+    assert client.receive() == {"ack": "good"}
+    assert forward.wait_records(1)[0]["message"] == "after"
+    assert (
+        metric_value(forward.metrics(), "logadapter_records_dropped_total", reason="bad_entry")
+        == 2
+    )
+    assert forward.messages() == ["after"]

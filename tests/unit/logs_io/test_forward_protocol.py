@@ -89,12 +89,8 @@ def test_nil_is_a_heartbeat() -> None:
         ["only-a-tag"],
         [1, 2, {}],
         ["tag", 1700000000],
-        ["tag", 1700000000, "not a map"],
-        ["tag", [[1, 2, 3]]],
         ["tag", [[1, {}]], "not an option map"],
         ["tag", 1, {}, {"chunk": 5}],
-        ["tag", "x", {}],
-        ["tag", True, {}],
         ["tag", b"\x93\x01\x02", {"compressed": "gzip"}],
     ],
 )
@@ -184,10 +180,82 @@ def test_packed_entries_with_invalid_utf8_are_decoded_again_keeping_the_bytes() 
     assert message.events == [(1.0, {"log": "ok"}), (2.0, {"log": "\udcff\udcfe"})]
 
 
-def test_packed_entries_with_another_ext_type_as_time_are_refused() -> None:
-    stream = packb([msgpack.ExtType(1, b"12345678"), {"log": "x"}])
-    with pytest.raises(fp.ForwardProtocolError):
-        fp.decode_message(unpack_one(packb(["app", stream])))
+BAD_ENTRIES = [
+    ([1, "not a map"], "a record is a str, not a map"),
+    (["bad-time", {"log": "x"}], "time is a str"),
+    ([True, {"log": "x"}], "time is a boolean"),
+    ([msgpack.ExtType(1, b"12345678"), {"log": "x"}], "time ext type 1 of 8 bytes"),
+    ([1, {"log": "x"}, "extra"], "an entry is not [time, record]"),
+    ("not an array", "an entry is not [time, record]"),
+]
+
+
+def _good(text: str) -> list[Any]:
+    return [1.5, {"log": text}]
+
+
+@pytest.mark.parametrize(("entry", "detail"), BAD_ENTRIES)
+@pytest.mark.parametrize("mode", ["forward", "packed_forward", "compressed_packed_forward"])
+def test_a_bad_entry_is_dropped_and_its_neighbours_kept(
+    mode: str, entry: Any, detail: str
+) -> None:
+    entries = [_good("one"), entry, _good("two"), entry]
+    if mode == "forward":
+        value: list[Any] = ["app", entries, {"chunk": "c"}]
+    else:
+        stream = b"".join(packb(item) for item in entries)
+        if mode == "packed_forward":
+            value = ["app", stream, {"chunk": "c"}]
+        else:
+            value = ["app", gzip.compress(stream), {"chunk": "c", "compressed": "gzip"}]
+    message = fp.decode_message(unpack_one(packb(value)))
+    assert isinstance(message, fp.ForwardMessage)
+    assert message.mode == mode
+    assert message.events == [(1.5, {"log": "one"}), (1.5, {"log": "two"})]
+    assert (message.chunk, message.dropped, message.dropped_detail) == ("c", 2, detail)
+
+
+@pytest.mark.parametrize(
+    ("value", "detail"),
+    [
+        (["app", 1, "not a map", {"chunk": "c"}], "a record is a str, not a map"),
+        (["app", True, {"log": "x"}, {"chunk": "c"}], "time is a boolean"),
+        (["app", msgpack.ExtType(0, b"1234"), {"log": "x"}, {"chunk": "c"}],
+         "time ext type 0 of 4 bytes"),
+    ],
+)
+def test_a_bad_message_mode_record_is_dropped_and_its_chunk_kept(value: Any, detail: str) -> None:
+    message = fp.decode_message(unpack_one(packb(value)))
+    assert isinstance(message, fp.ForwardMessage)
+    assert (message.mode, message.events, message.chunk) == ("message", [], "c")
+    assert (message.dropped, message.dropped_detail) == (1, detail)
+
+
+def test_a_clean_request_drops_nothing() -> None:
+    message = fp.decode_message(["app", [_good("one")]])
+    assert isinstance(message, fp.ForwardMessage)
+    assert (message.dropped, message.dropped_detail) == (0, "")
+
+
+def test_bad_entries_of_invalid_utf8_packed_entries_are_counted_once() -> None:
+    """The strict pass is abandoned at the invalid UTF-8: its drops are not counted twice."""
+    stream = packb([1, "not a map"]) + packb(_good("ok")) + b"\x92\x01\x81\xa3log\xa2\xff\xfe"
+    message = fp.decode_message(unpack_one(packb(["app", stream])))
+    assert isinstance(message, fp.ForwardMessage)
+    assert not message.clean
+    assert [record for _, record in message.events] == [{"log": "ok"}, {"log": "\udcff\udcfe"}]
+    assert message.dropped == 1
+
+
+def test_a_bad_entry_next_to_one_too_deep_for_msgpack_is_dropped_alone() -> None:
+    deep = b"\x92\xcb" + b"\x00" * 8 + b"\x81\xa1a" * 2000 + b"\xa1x"
+    good = packb([1.0, {"message": "good"}])
+    message = fp.decode_message(["app", good + deep + packb([1, "bad"]) + good])
+    assert isinstance(message, fp.ForwardMessage)
+    assert [record for _, record in message.events] == [
+        {"message": "good"}, fp.TOO_DEEP_FOR_MSGPACK, {"message": "good"}
+    ]
+    assert message.dropped == 1
 
 
 def test_messages_of_the_other_modes_are_not_marked_clean() -> None:

@@ -168,14 +168,15 @@ WireFactory = Callable[..., Wire]
 @pytest.fixture
 def wire() -> WireFactory:
     """wire(**env) -> a Wire for a breaker sidecar with BREAKER_<KEY>=value settings;
-    ``clock=``, ``timer_clock=`` (connection deadlines) and ``randrange=`` give the route
-    clocks and dice the test drives."""
+    ``clock=``, ``timer_clock=`` (connection deadlines), ``randrange=`` and ``randbytes=``
+    (trace and span ids) give the route clocks and dice the test drives."""
 
     def make(
         command: str = "breaker",
         clock: Callable[[], float] | None = None,
         randrange: Callable[[int], int] | None = None,
         timer_clock: Callable[[], float] | None = None,
+        randbytes: Callable[[int], bytes] | None = None,
         **env: str,
     ) -> Wire:
         prefix = command.upper() + "_"
@@ -201,6 +202,7 @@ def wire() -> WireFactory:
             **({"clock": clock} if clock is not None else {}),
             **({"randrange": randrange} if randrange is not None else {}),
             **({"timer_clock": timer_clock} if timer_clock is not None else {}),
+            **({"randbytes": randbytes} if randbytes is not None else {}),
         )
         # Discovery's part, played here: the upstream's name stands for one address.
         upstream = proxy.routes[0].upstream

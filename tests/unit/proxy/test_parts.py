@@ -235,6 +235,7 @@ async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
         attempt=2,
         bytes_sent=10,
         client=SimpleNamespace(peer=b"10.0.0.1"),
+        span_id=b"",  # trace context off
     )
     log.write(exchange, 200, 0.0012345678)  # type: ignore[arg-type]
     exchange.user_agent = None
@@ -273,6 +274,7 @@ async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
         attempt=1,
         bytes_sent=0,
         client=SimpleNamespace(peer=b"10.0.0.1"),
+        span_id=b"",
     )
     agents = [b'agent "%d"' % n for n in range(300)] + [b'agent "0"']
     for agent in agents:
