@@ -47,7 +47,7 @@ from bench.common import (
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "canary", "ready")
+SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "canary", "caps", "ready")
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
@@ -60,6 +60,14 @@ CANARY_IDLE_TARGET = 0.97
 CANARY_IDLE_NAME = "breaker (canary at 0)"
 RSS_TARGET_MB = 40.0
 READY_TARGET_S = 0.5
+# The caps scenario: overload limits configured but never reached cost at most 3%.
+CAPS_TARGET = 0.97
+CAPS = {
+    "BREAKER_MAX_REQUESTS": "100000",
+    "BREAKER_MAX_PENDING": "1000",
+    "BREAKER_MAX_ACTIVE_RETRIES": "1000",
+    "BREAKER_RATE_LIMIT": "100000000/s",
+}
 
 # HAProxy's own answer in the rejection scenario, shaped like the sidecar's circuit_open body.
 HAPROXY_STATIC_503 = (
@@ -484,6 +492,14 @@ def run_scenario(
                     )
                 ),
             ]
+        elif name == "caps":
+            contestants = [
+                stack.enter_context(haproxy(upstream_port)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
+                stack.enter_context(
+                    sidecar("breaker", upstream_port, log_level, extra=CAPS, name="breaker capped")
+                ),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -572,6 +588,8 @@ def unmeasured_targets(scenario: str) -> list[Target]:
         return [Target("faults: 0% faults / none", None, FAULTS_OVERHEAD_TARGET, True)]
     if scenario == "canary":
         return [Target("canary: at weight 0 / without", None, CANARY_IDLE_TARGET, True)]
+    if scenario == "caps":
+        return [Target("caps: capped / uncapped", None, CAPS_TARGET, True)]
     return [
         Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
         Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
@@ -669,6 +687,11 @@ def main(argv: list[str] | None = None) -> int:
             results["scenarios"][name] = {"contestants": summaries}
             if name == "faults":
                 targets.append(faults_overhead(summaries))
+            if name == "caps":
+                uncapped, capped = (s["ratio_vs_peer"] for s in summaries[1:3])
+                ratio = capped / uncapped if capped and uncapped else None
+                print(f"  capped / uncapped: {_fmt(ratio, '.3f')}")
+                targets.append(Target("caps: capped / uncapped", ratio, CAPS_TARGET, True))
             for summary in summaries:
                 if summary["role"] != "sidecar":
                     continue

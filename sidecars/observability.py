@@ -342,6 +342,48 @@ CANARY_TRANSITIONS = Counter(
 )
 
 
+# -- overload protection (issue 14) ---------------------------------------------------------
+OVERLOAD_REJECTED = Counter(
+    "sidecar_overload_rejected_total",
+    "Requests answered 503 overloaded (or TCP connections closed), by reason: max_requests, "
+    "queue_full, queue_timeout, max_retries, max_connections.",
+    [*_PROXY, "reason"],
+    registry=PROXY_METRICS,
+)
+RATE_LIMITED = Counter(
+    "sidecar_rate_limited_total",
+    "Requests answered 429 rate_limited.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+RATE_LIMIT_FALLBACK = Counter(
+    "sidecar_rate_limit_fallback_total",
+    "Requests decided by the local fallback bucket because the shared rate limit's Redis was "
+    "unreachable.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+IN_FLIGHT = Gauge(
+    "sidecar_in_flight",
+    "Requests holding a concurrency slot (P_MAX_REQUESTS) now.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+QUEUE_DEPTH = Gauge(
+    "sidecar_queue_depth",
+    "Requests waiting for a concurrency slot now (P_MAX_PENDING).",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+CONCURRENCY_LIMIT = Gauge(
+    "sidecar_concurrency_limit",
+    "The concurrency limit in force: P_MAX_REQUESTS, or the adaptive limit as it moves.",
+    _PROXY,
+    registry=PROXY_METRICS,
+)
+# -- end of overload protection -------------------------------------------------------------
+
+
 class EndpointCollector:
     """Per-endpoint series read at scrape time from the clusters' plain counters (a
     prometheus_client ``inc()`` per request would cost a microsecond on the data path).

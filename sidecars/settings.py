@@ -255,6 +255,129 @@ def canary_steps(raw: str) -> tuple[int, ...]:
     return steps
 
 
+# -- overload protection (issue 14) ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """``P_RATE_LIMIT``: ``count`` requests per ``per`` seconds."""
+
+    count: int
+    per: float
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.per
+
+    def __str__(self) -> str:
+        return f"{self.count}/{'s' if self.per == 1.0 else 'm'}"
+
+
+def rate_limit(raw: str) -> RateLimit:
+    """``100/s`` or ``6000/m``."""
+    count, _, unit = raw.strip().partition("/")
+    per = {"s": 1.0, "m": 60.0}.get(unit.strip())
+    if per is None or not count.strip().isdigit() or int(count) < 1:
+        raise ValueError("a rate: N/s or N/m, e.g. 100/s")
+    return RateLimit(int(count), per)
+
+
+def max_requests(raw: str) -> int | Literal["adaptive"]:
+    """``P_MAX_REQUESTS``: a count, or ``adaptive`` (the limit follows measured latency)."""
+    if raw.strip().lower() == "adaptive":
+        return "adaptive"
+    try:
+        return p.int_range(1, 1_000_000)(raw)
+    except ValueError:
+        raise ValueError("a count of requests (1 or more), or adaptive") from None
+
+
+@dataclass(frozen=True, slots=True)
+class OverloadSettings:
+    """Concurrency caps, the queue, the adaptive limit and the rate limit of one route."""
+
+    max_requests: int | Literal["adaptive"] | None  # None: no cap
+    adaptive_min_limit: int
+    adaptive_max_limit: int
+    max_pending: int
+    queue_timeout: float
+    max_active_retries: int | None
+    max_connections: int | None
+    rate_limit: RateLimit | None
+    rate_limit_burst: int | None  # None: one second's worth
+    rate_limit_redis_url: str | None
+
+    @property
+    def adaptive(self) -> bool:
+        return self.max_requests == "adaptive"
+
+    @property
+    def burst(self) -> int:
+        if self.rate_limit_burst is not None:
+            return self.rate_limit_burst
+        assert self.rate_limit is not None
+        return max(1, round(self.rate_limit.per_second))
+
+
+def _overload_settings(reader: EnvReader, inherit: Any) -> OverloadSettings:
+    settings = OverloadSettings(
+        max_requests=reader.get(
+            "MAX_REQUESTS", max_requests, inherit("overload.max_requests", None)
+        ),
+        adaptive_min_limit=reader.get(
+            "ADAPTIVE_MIN_LIMIT",
+            p.int_range(1, 1_000_000),
+            inherit("overload.adaptive_min_limit", 3),
+        ),
+        adaptive_max_limit=reader.get(
+            "ADAPTIVE_MAX_LIMIT",
+            p.int_range(1, 1_000_000),
+            inherit("overload.adaptive_max_limit", 1000),
+        ),
+        max_pending=reader.get(
+            "MAX_PENDING", p.int_range(0, 1_000_000), inherit("overload.max_pending", 0)
+        ),
+        queue_timeout=reader.get(
+            "QUEUE_TIMEOUT", p.positive_duration, inherit("overload.queue_timeout", 1.0)
+        ),
+        max_active_retries=reader.get(
+            "MAX_ACTIVE_RETRIES",
+            p.int_range(0, 1_000_000),
+            inherit("overload.max_active_retries", None),
+        ),
+        max_connections=reader.get(
+            "MAX_CONNECTIONS",
+            p.int_range(1, 1_000_000),
+            inherit("overload.max_connections", None),
+        ),
+        rate_limit=reader.get("RATE_LIMIT", rate_limit, inherit("overload.rate_limit", None)),
+        rate_limit_burst=reader.get(
+            "RATE_LIMIT_BURST",
+            p.int_range(1, 100_000_000),
+            inherit("overload.rate_limit_burst", None),
+        ),
+        rate_limit_redis_url=reader.get(
+            "RATE_LIMIT_REDIS_URL", p.redis_url, inherit("overload.rate_limit_redis_url", None)
+        ),
+    )
+    if settings.adaptive_max_limit < settings.adaptive_min_limit:
+        reader.problems.append(
+            f"{reader.prefix}ADAPTIVE_MAX_LIMIT={settings.adaptive_max_limit} is below "
+            f"{reader.prefix}ADAPTIVE_MIN_LIMIT={settings.adaptive_min_limit}"
+        )
+    if settings.rate_limit is None and (
+        settings.rate_limit_burst is not None or settings.rate_limit_redis_url is not None
+    ):
+        reader.problems.append(
+            f"{reader.prefix}RATE_LIMIT_BURST and {reader.prefix}RATE_LIMIT_REDIS_URL "
+            f"need {reader.prefix}RATE_LIMIT (e.g. 100/s)"
+        )
+    return settings
+
+
+# -- end of overload protection ------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class RouteSettings:
     """One listener and the upstream behind it, with its own policies."""
@@ -271,6 +394,7 @@ class RouteSettings:
     breaker: BreakerSettings
     retry: RetrySettings
     cluster: ClusterSettings
+    overload: OverloadSettings
     faults: FaultSettings = FaultSettings()
     canary: CanarySettings | None = None
 
@@ -648,6 +772,7 @@ def _route_settings(
     per_try = reader.get(
         "PER_TRY_TIMEOUT", p.positive_duration, inherit("per_try_timeout", None)
     )
+    overload = _overload_settings(reader, inherit)
     ca_file = reader.get("UPSTREAM_CA_FILE", str.strip, inherit("upstream_ca_file", None))
     route_name: str = reader.get("NAME", str.strip, name)
     faults = _fault_settings(reader, parent.faults if parent is not None else None)
@@ -692,6 +817,7 @@ def _route_settings(
         breaker=breaker,
         retry=retry,
         cluster=cluster,
+        overload=overload,
         faults=faults,
         canary=canary,
     )
@@ -946,7 +1072,7 @@ def _default_text(default: object, parse: Any) -> str:
 
 _SECRET_FIELDS = {"admin_token", "forward_shared_key"}
 _HEADER_FIELDS = {"otlp_headers", "http_headers"}
-_URL_FIELDS = {"state_redis_url", "outputs"}
+_URL_FIELDS = {"state_redis_url", "rate_limit_redis_url", "outputs"}
 
 
 def to_json_dict(settings: Any) -> Any:

@@ -1,5 +1,6 @@
-"""A real Redis for the tests that share state between replicas (breaker, canary): the
-``redis_server`` fixture, imported by their conftest.py."""
+"""A real ``redis-server`` for the tests that share state through Redis (the breaker's
+shared state, the canary rollout, the shared rate limit): ``redis_server_fixture``, made a
+fixture by their conftest.py."""
 
 from __future__ import annotations
 
@@ -44,8 +45,7 @@ class RedisServer:
         self.process = None
 
 
-@pytest.fixture
-def redis_server() -> Iterator[RedisServer]:
+def redis_server_fixture() -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (Debian package redis-server)")
     server = RedisServer()

@@ -27,6 +27,8 @@ def bad_request(reason: str, detail: str, status: int = 400) -> SidecarError:
 
 
 CIRCUIT_OPEN = SidecarError(503, "circuit_open", "the circuit to the upstream is open")
+OVERLOADED = SidecarError(503, "overloaded", "too many requests to the upstream at once")
+RATE_LIMITED = SidecarError(429, "rate_limited", "over the rate limit of the upstream")
 UPSTREAM_UNAVAILABLE = SidecarError(502, "upstream_unavailable", "no response from the upstream")
 UPSTREAM_UNRESOLVED = SidecarError(
     502, "upstream_unavailable", "the upstream's name did not resolve"

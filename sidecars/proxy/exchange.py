@@ -26,18 +26,21 @@ from typing import TYPE_CHECKING
 from sidecars.observability import get_logger
 from sidecars.proxy import errors, http1
 from sidecars.proxy.errors import SidecarError
-from sidecars.proxy.filters import REPLAY, Answer, Delay
+from sidecars.proxy.filters import REPLAY, Answer, Delay, Park
 from sidecars.proxy.pool import ConnectFailure, ConnectionPool
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from sidecars.policies.breaker import Permit
     from sidecars.policies.faults import Fault
     from sidecars.policies.retry import RetryDecision
     from sidecars.proxy.client import ClientConnection
     from sidecars.proxy.cluster import Cluster, Endpoint
     from sidecars.proxy.connection import Connection
+    from sidecars.proxy.filters import Filter, Verdict
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy")
@@ -87,7 +90,8 @@ class Exchange(RequestHead):
     """A client request: its head (parsed into the RequestHead fields) and the work of
     answering it. One object per request, since allocating is a large part of its cost.
     Filters keep their per-request state here (``permit``: the breaker's; ``replayed``: the
-    retry filter's; ``fault``: the fault filter's)."""
+    retry filter's; ``fault``: the fault filter's; ``limit_slot`` and ``retry_slot``: the
+    concurrency filter's)."""
 
     __slots__ = (
         "attempt",
@@ -104,10 +108,12 @@ class Exchange(RequestHead):
         "endpoint",
         "failure_detail",
         "fault",
+        "limit_slot",
         "pending",
         "permit",
         "replayed",
         "request_done",
+        "retry_slot",
         "route",
         "saved",
         "sent_all",
@@ -132,6 +138,8 @@ class Exchange(RequestHead):
         self.tried: list[Endpoint] | None = None  # endpoints whose attempt failed
         self.pending: asyncio.Task[UpstreamConnection] | asyncio.Handle | None = None
         self.replayed = False
+        self.limit_slot = False
+        self.retry_slot = False
         self.failure_detail = ""
         self.fault: Fault | None = None  # the fault filter's: this request's own fault
         self.continued = False
@@ -265,13 +273,27 @@ class Exchange(RequestHead):
         self.attempt_started = self.route.clock()
         self._attempt()
 
-    def _attempt(self) -> None:
+    def resume(self, parked_by: Filter) -> None:
+        """A filter that parked this exchange lets it go on: the filters after it are asked,
+        then the attempt is made (nothing if the exchange ended meanwhile)."""
+        if self.state == WAITING and self.pending is None:
+            self._attempt(self.route.chain.request_hooks_after[parked_by])
+
+    def reject(self, answer: Answer) -> None:
+        """A filter that parked this exchange answers it instead."""
+        if self.state == WAITING and self.pending is None:
+            self._answer_rejected(answer)
+
+    def _attempt(self, hooks: tuple[Callable[[Exchange], Verdict], ...] | None = None) -> None:
         route = self.route
-        for hook in route.chain.request_hooks:
+        for hook in route.chain.request_hooks if hooks is None else hooks:
             verdict = hook(self)
             if verdict is not None:
                 if isinstance(verdict, Answer):
                     self._answer_rejected(verdict)
+                    return
+                if isinstance(verdict, Park):
+                    self._enter(WAITING)  # the filter resumes or rejects it
                     return
                 self.cluster = verdict
                 break

@@ -21,6 +21,7 @@ from sidecars.observability import get_logger
 from sidecars.policies.balancer import Random, balancer
 from sidecars.policies.breaker import CircuitBreaker
 from sidecars.policies.canary import Rollout
+from sidecars.policies.concurrency import AdaptiveLimit, AdaptiveSettings
 from sidecars.policies.faults import Drills
 from sidecars.policies.outlier import OutlierDetector
 from sidecars.policies.window import Clock
@@ -32,8 +33,11 @@ from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.filters import Filter, FilterChain
 from sidecars.proxy.filters.breaker import BreakerFilter
 from sidecars.proxy.filters.canary import CanaryFilter
+from sidecars.proxy.filters.concurrency import ConcurrencyFilter
+from sidecars.proxy.filters.connections import ConnectionCap
 from sidecars.proxy.filters.faults import FaultFilter
 from sidecars.proxy.filters.outlier import OutlierFilter
+from sidecars.proxy.filters.ratelimit import RateLimitFilter
 from sidecars.proxy.filters.retry import RetryFilter
 from sidecars.proxy.headers import RequestIds, TraceContext
 from sidecars.proxy.health import HealthChecker
@@ -47,7 +51,7 @@ from sidecars.proxy.pool import (
 )
 from sidecars.proxy.resolver import Resolver
 from sidecars.proxy.tcp_faults import FaultyConnector
-from sidecars.settings import ProxySettings, RouteSettings, Upstream
+from sidecars.settings import OverloadSettings, ProxySettings, RouteSettings, Upstream
 
 if TYPE_CHECKING:
     from sidecars.proxy.shared_state import SharedCircuitState, SharedRollout
@@ -89,6 +93,7 @@ class Route:
     ) -> None:
         self.settings = settings
         self.name = settings.name
+        self.metrics_sidecar = proxy.sidecar
         self.json_name = orjson.dumps(settings.name)  # for access lines
         self.loop = loop
         self.clock = clock
@@ -188,6 +193,32 @@ class Route:
             random=lambda: randrange(1 << 53) / (1 << 53),
         )
         filters.append(self.retry)
+        # Overload protection (issue 14): before the breaker, so that a request refused or
+        # waiting holds no breaker permit; the rate limit first, so that a refused request
+        # takes no queue place.
+        self.rate_limit: RateLimitFilter | None = None
+        self.concurrency: ConcurrencyFilter | None = None
+        overload = settings.overload
+        if overload.rate_limit is not None and settings.protocol == "http":
+            self.rate_limit = RateLimitFilter(overload, proxy.sidecar, settings.name, clock=clock)
+            filters.append(self.rate_limit)
+        if settings.protocol == "http" and (
+            overload.max_requests is not None or overload.max_active_retries is not None
+        ):
+            self.concurrency = ConcurrencyFilter(
+                overload,
+                loop,
+                proxy.sidecar,
+                settings.name,
+                clock=clock,
+                adaptive=_adaptive_limit(overload, clock, randrange),
+            )
+            filters.append(self.concurrency)
+        self.connection_cap: ConnectionCap | None = None
+        if overload.max_connections is not None and settings.protocol == "tcp":
+            self.connection_cap = ConnectionCap(
+                overload.max_connections, proxy.sidecar, settings.name, clock=clock
+            )
         # Right after the retry filter: it steers the request (exchange.cluster) before the
         # breaker, which guards only the stable cluster, is asked.
         self.canary: CanaryFilter | None = None
@@ -276,6 +307,17 @@ class Route:
             await checker.start()
         if self.canary is not None:
             self.canary.start()
+        overload = self.settings.overload
+        if self.rate_limit is not None and overload.rate_limit_redis_url is not None:
+            from sidecars.proxy.shared_rate import SharedRateLimit  # noqa: PLC0415
+
+            self.rate_limit.shared = SharedRateLimit(
+                overload.rate_limit_redis_url,
+                f"sidecars:{self.metrics_sidecar}:{self.name}:rate",
+                self.rate_limit.rate,
+                overload.burst,
+                clock=self.clock,
+            )
 
     async def stop(self) -> None:
         for discovery in self.discoveries:
@@ -284,6 +326,8 @@ class Route:
             await checker.stop()
         if self.canary is not None:
             await self.canary.stop()
+        if self.rate_limit is not None and self.rate_limit.shared is not None:
+            await self.rate_limit.shared.close()
 
     def _on_transition(self, old: str, new: str, reason: str) -> None:
         self.metrics.show_state(new)
@@ -316,8 +360,11 @@ class Route:
             # HTTP routes' faults are the fault filter's part; TCP ones the relay connector's.
             "faults": self.relay_faults.status() if self.relay_faults is not None else None,
             "canary": None,
-            **self.chain.status(),  # breaker, retry_budget, outlier, canary: each filter's part
+            "rate_limit": None,
+            "concurrency": None,
+            **self.chain.status(),  # breaker, retry_budget, outlier, canary, limits: each filter's
             "shared_state": self.shared_state.snapshot() if self.shared_state else None,
+            "max_connections": self.connection_cap.status() if self.connection_cap else None,
             "connections": len(self.connections),
             "in_flight": self.in_flight,
             "answered": self.metrics.answered_total,
@@ -341,6 +388,20 @@ class Route:
                 if not d.static
             ],
         }
+
+
+def _adaptive_limit(
+    overload: OverloadSettings, clock: Clock, randrange: Random
+) -> AdaptiveLimit | None:
+    if not overload.adaptive:
+        return None
+    return AdaptiveLimit(
+        AdaptiveSettings(
+            min_limit=overload.adaptive_min_limit, max_limit=overload.adaptive_max_limit
+        ),
+        clock=clock,
+        random=lambda: randrange(1 << 53) / (1 << 53),
+    )
 
 
 def _pool_totals(cluster: Cluster) -> dict[str, int]:

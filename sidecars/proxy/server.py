@@ -19,8 +19,10 @@ async def serve(settings: ProxySettings, lifecycle: Lifecycle) -> None:
 
 def _skip_unused_redis(settings: ProxySettings) -> None:
     """pybreaker imports the redis client whenever it is installed (about 5 MB of memory and
-    40 ms of start-up); with no route sharing its breaker state, tell it redis is absent."""
+    40 ms of start-up); with no route sharing its breaker state or its rate limit through
+    Redis, tell it redis is absent."""
     if "redis" not in sys.modules and not any(
-        route.breaker.state_redis_url for route in settings.routes
+        route.breaker.state_redis_url or route.overload.rate_limit_redis_url
+        for route in settings.routes
     ):
         sys.modules["redis"] = None  # type: ignore[assignment]

@@ -96,6 +96,10 @@ class TcpRelay(asyncio.Protocol):
         route.in_flight += 1
         route.metrics.connections.inc()
         route.metrics.active_connections.inc()
+        cap = route.connection_cap
+        if cap is not None and not cap.admits(route.in_flight):
+            self.transport.close()  # P_MAX_CONNECTIONS: refused before any dial
+            return
         route.retry.budget.record_request()
         self._timer.set(route.timer_clock() + route.idle_timeout)
         self._attempt()

@@ -11,6 +11,11 @@ that override it, so a hook no filter implements costs nothing per request):
     send this attempt (and the later ones) to instead. The first non-None verdict wins and
     the filters after it are not asked. To steer without stopping the chain, set
     ``exchange.cluster`` and return ``None`` (the canary filter does).
+    ``PARK`` means "not yet": the filter keeps the
+    exchange (a queue waiting for a slot, a Redis round trip) and later calls
+    ``exchange.resume(self)`` (the filters after it are asked, then the attempt is made) or
+    ``exchange.reject(answer)``; meanwhile the exchange is WAITING, and if it ends (the client
+    left) ``on_done`` is called as usual, so the filter drops it.
 ``on_attempt(exchange)``
     An endpoint was picked for this attempt (``exchange.endpoint``), nothing sent yet. Return
     ``None`` to go on, a ``Delay`` to hold the attempt that long first (within its deadline),
@@ -53,6 +58,18 @@ if TYPE_CHECKING:
 REPLAY = RetryDecision(True, 0.0, "replay")
 
 
+class Park:
+    """``on_request``'s verdict that the filter holds the exchange and resumes it later."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "PARK"
+
+
+PARK = Park()
+
+
 class Answer:
     """``on_request``'s verdict to answer with a sidecar-made response, not an attempt
     (``error`` None: no answer at all, the client's connection is cut: ``CUT``)."""
@@ -78,6 +95,12 @@ class Delay:
         self.seconds = seconds
         self.in_attempt = in_attempt
 
+if TYPE_CHECKING:
+    from typing import TypeAlias
+
+    # What on_request answers.
+    Verdict: TypeAlias = Answer | Cluster | Park | None
+
 
 class Filter:
     """A per-request policy. Subclasses override the hooks they need (see the module doc)."""
@@ -88,7 +111,7 @@ class Filter:
     # Hooks this instance overrides but has nothing to do in, as configured (not called).
     idle_hooks: tuple[str, ...] = ()
 
-    def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
+    def on_request(self, exchange: Exchange) -> Verdict:
         return None
 
     def on_attempt(self, exchange: Exchange) -> Delay | Connection | None:
@@ -133,6 +156,7 @@ class FilterChain:
         "failure_statuses",
         "filters",
         "request_hooks",
+        "request_hooks_after",
         "response_head_hooks",
         "times_calls",
     )
@@ -153,12 +177,15 @@ class FilterChain:
         def hooks(name: str) -> tuple[Callable[..., Any], ...]:
             return tuple(getattr(f, name) for f in self.filters if _overrides(f, name))
 
-        self.request_hooks: tuple[Callable[[Exchange], Answer | Cluster | None], ...] = hooks(
-            "on_request"
-        )
+        self.request_hooks: tuple[Callable[[Exchange], Verdict], ...] = hooks("on_request")
         self.attempt_hooks: tuple[Callable[[Exchange], Delay | Connection | None], ...] = (
             hooks("on_attempt")
         )
+        # For a parked exchange resumed by a filter: the on_request hooks after that filter.
+        self.request_hooks_after: dict[Filter, tuple[Callable[[Exchange], Any], ...]] = {
+            f: tuple(g.on_request for g in self.filters[i + 1 :] if _overrides(g, "on_request"))
+            for i, f in enumerate(self.filters)
+        }
         self.response_head_hooks: tuple[
             Callable[[Exchange, Connection, bool, float], RetryDecision | None], ...
         ] = hooks("on_response_head")

@@ -1,6 +1,14 @@
 """Fixtures for the breaker tests: a real Redis (upstreams and proxies come from
 ../conftest.py)."""
 
-from redis_parts import redis_server
+from __future__ import annotations
 
-__all__ = ["redis_server"]
+from collections.abc import Iterator
+
+import pytest
+from redis_parts import RedisServer, redis_server_fixture
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    yield from redis_server_fixture()

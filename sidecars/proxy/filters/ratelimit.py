@@ -1,0 +1,120 @@
+"""The rate limit as a filter: ``P_RATE_LIMIT`` requests a second (or minute) with bursts of
+``P_RATE_LIMIT_BURST``, a token bucket asked before a request's first attempt (retries are
+not limited: the retry budget bounds them). Over it the answer is 429 ``rate_limited`` with
+``Retry-After``, without an attempt.
+
+With ``P_RATE_LIMIT_REDIS_URL`` the decision is one Redis script shared by every replica
+(``sidecars.proxy.shared_rate``): the request is parked during the round trip, and decided by
+the local fallback bucket while Redis is unreachable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from sidecars import observability as obs
+from sidecars.policies.ratelimit import TokenBucket
+from sidecars.policies.window import Clock
+from sidecars.proxy import errors
+from sidecars.proxy.filters import PARK, Answer, Filter
+from sidecars.proxy.filters.concurrency import Rejections
+
+if TYPE_CHECKING:
+    from sidecars.proxy.exchange import Exchange
+    from sidecars.proxy.filters import Verdict
+    from sidecars.proxy.shared_rate import SharedRateLimit
+    from sidecars.settings import OverloadSettings
+
+
+def retry_after(wait: float) -> int:
+    """Whole seconds rounded up, at least 1."""
+    return int(-(-wait // 1)) or 1
+
+
+class RateLimitFilter(Filter):
+    name = "rate_limit"
+
+    def __init__(
+        self, settings: OverloadSettings, sidecar: str, upstream: str, *, clock: Clock
+    ) -> None:
+        rate = settings.rate_limit
+        assert rate is not None
+        self.settings = settings
+        self.bucket = TokenBucket(rate.per_second, settings.burst, clock=clock)
+        counter = obs.RATE_LIMITED.labels(sidecar, upstream)
+        self.rejections = Rejections("rate_limit_rejections", upstream, lambda _: counter, clock)
+        self.fallbacks = obs.RATE_LIMIT_FALLBACK.labels(sidecar, upstream)
+        self.admitted = 0
+        self._answers: dict[int, Answer] = {}
+        self.rate = rate.per_second
+        self.shared: SharedRateLimit | None = None  # set when P_RATE_LIMIT_REDIS_URL is
+        self._decisions: set[asyncio.Task[None]] = set()
+
+    def on_request(self, exchange: Exchange) -> Verdict:
+        if exchange.attempt:
+            return None
+        shared = self.shared
+        if shared is not None:
+            if shared.available():
+                task = asyncio.get_running_loop().create_task(self._ask(shared, exchange))
+                self._decisions.add(task)
+                task.add_done_callback(self._decisions.discard)
+                return PARK
+            return self._fallback(shared)
+        wait = self.bucket.take()
+        if wait:
+            return self.rejected(wait)
+        self.admit()
+        return None
+
+    async def _ask(self, shared: SharedRateLimit, exchange: Exchange) -> None:
+        wait = await shared.decide()
+        verdict: Answer | None
+        if wait is None:
+            verdict = self._fallback(shared)
+        elif wait:
+            verdict = self.rejected(wait)
+        else:
+            self.admit()
+            verdict = None
+        if verdict is None:
+            exchange.resume(self)
+        else:
+            exchange.reject(verdict)
+
+    def _fallback(self, shared: SharedRateLimit) -> Answer | None:
+        """Redis is unreachable: the local bucket decides, at this replica's share."""
+        self.fallbacks.inc()
+        share = self.rate / max(1, shared.replicas)
+        if self.bucket.rate != share:
+            self.bucket.set_rate(share)
+        wait = self.bucket.take()
+        if wait:
+            return self.rejected(wait)
+        self.admit()
+        return None
+
+    def admit(self) -> None:
+        self.admitted += 1
+        if self.rejections.rejecting:
+            self.rejections.admitted()
+
+    def rejected(self, wait: float) -> Answer:
+        self.rejections.rejected("rate_limited")
+        seconds = retry_after(wait)
+        answer = self._answers.get(seconds)
+        if answer is None:
+            answer = self._answers[seconds] = Answer(errors.RATE_LIMITED, seconds)
+        return answer
+
+    def status(self) -> dict[str, Any] | None:
+        settings = self.settings
+        return {
+            "rate_limit": str(settings.rate_limit),
+            "burst": settings.burst,
+            "tokens": round(self.bucket.tokens, 3),
+            "admitted": self.admitted,
+            "rejected": self.rejections.total,
+            "shared": self.shared.snapshot() if self.shared is not None else None,
+        }
