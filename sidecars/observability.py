@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import itertools
 import logging
 import math
 import sys
@@ -16,12 +17,17 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
-    Histogram,
     ProcessCollector,
     disable_created_metrics,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 import sidecars
 
@@ -186,22 +192,68 @@ def expose(families: CollectorRegistry) -> None:
 
 _PROXY = ("sidecar", "upstream")
 
-REQUESTS = Counter(
-    "sidecar_requests_total", "Client requests answered.", [*_PROXY, "code"], registry=PROXY_METRICS
+REQUEST_DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
 )
-REQUEST_DURATION = Histogram(
-    "sidecar_request_duration_seconds",
-    "Time from request head to the end of the response, by status class (2xx...).",
-    [*_PROXY, "status_class"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
-    registry=PROXY_METRICS,
-)
-UPSTREAM_ATTEMPTS = Counter(
-    "sidecar_upstream_attempts_total",
-    "Attempts towards the upstream by outcome: success, failure, rejected.",
-    [*_PROXY, "outcome"],
-    registry=PROXY_METRICS,
-)
+"""Bounds of ``sidecar_request_duration_seconds`` (and +Inf)."""
+
+
+class RouteRequestsCollector:
+    """The per-request families, read at scrape time from the routes' plain counts
+    (``proxy.metrics``): ``source`` yields, per (sidecar, upstream), the answers by status,
+    the duration buckets (not cumulative, +Inf last) and sum by status class, and the
+    attempts by outcome. ``families`` picks what this collector yields, so that each family
+    keeps its place in the exposition."""
+
+    def __init__(self, families: tuple[str, ...]) -> None:
+        self.families = families
+        self.source: Callable[[], Iterable[RequestSample]] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        requests = CounterMetricFamily(
+            "sidecar_requests_total", "Client requests answered.", labels=[*_PROXY, "code"]
+        )
+        duration = HistogramMetricFamily(
+            "sidecar_request_duration_seconds",
+            "Time from request head to the end of the response, by status class (2xx...).",
+            labels=[*_PROXY, "status_class"],
+        )
+        attempts = CounterMetricFamily(
+            "sidecar_upstream_attempts_total",
+            "Attempts towards the upstream by outcome: success, failure, rejected.",
+            labels=[*_PROXY, "outcome"],
+        )
+        rejected = CounterMetricFamily(
+            "sidecar_circuit_rejected_total",
+            "Requests answered at once because the circuit was open.",
+            labels=list(_PROXY),
+        )
+        bounds = [
+            floatToGoString(bound)  # type: ignore[no-untyped-call]
+            for bound in (*REQUEST_DURATION_BUCKETS, math.inf)
+        ]
+        for sidecar, upstream, by_status, histograms, outcomes in (
+            self.source() if self.source is not None else ()
+        ):
+            for status, count in by_status.items():
+                requests.add_metric([sidecar, upstream, str(status)], count)
+            for name, (buckets, total) in histograms.items():
+                cumulative = list(zip(bounds, itertools.accumulate(buckets), strict=True))
+                duration.add_metric([sidecar, upstream, name], cumulative, total)
+            for outcome, count in outcomes.items():
+                attempts.add_metric([sidecar, upstream, outcome], count)
+            rejected.add_metric([sidecar, upstream], outcomes["rejected"])
+        chosen = {"requests": requests, "duration": duration, "attempts": attempts}
+        chosen["rejected"] = rejected
+        yield from (chosen[name] for name in self.families)
+
+
+# sidecar, upstream, answers by status, by status class (buckets, sum), attempts by outcome
+RequestSample = tuple[
+    str, str, dict[int, int], dict[str, tuple[list[int], float]], dict[str, int]
+]
+ROUTE_REQUESTS = RouteRequestsCollector(("requests", "duration", "attempts"))
+PROXY_METRICS.register(ROUTE_REQUESTS)
 RETRIES = Counter(
     "sidecar_retries_total", "Retries made, by reason.", [*_PROXY, "reason"], registry=PROXY_METRICS
 )
@@ -229,12 +281,8 @@ CIRCUIT_TRANSITIONS = Counter(
     [*_PROXY, "from", "to"],
     registry=PROXY_METRICS,
 )
-CIRCUIT_REJECTED = Counter(
-    "sidecar_circuit_rejected_total",
-    "Requests answered at once because the circuit was open.",
-    _PROXY,
-    registry=PROXY_METRICS,
-)
+CIRCUIT_REJECTED = RouteRequestsCollector(("rejected",))
+PROXY_METRICS.register(CIRCUIT_REJECTED)
 CIRCUIT_SHARED_STATE_ERRORS = Counter(
     "sidecar_circuit_shared_state_errors_total",
     "Failed exchanges with the shared breaker state store (Redis); local state kept serving.",
@@ -300,6 +348,13 @@ ACCEPT_PAUSES = Counter(
     "sidecar_accept_paused_total",
     "Times a data port stopped accepting for want of descriptors (reserve reached, accept failed).",
     _PROXY,
+    registry=PROXY_METRICS,
+)
+ACCESS_LOG_DROPPED = Counter(
+    "sidecar_access_log_dropped_total",
+    "Access lines lost, by reason: stdout_full (stdout took nothing while the pending lines "
+    "reached their bound), write_error (stdout closed).",
+    ["sidecar", "reason"],
     registry=PROXY_METRICS,
 )
 ADMIN_CONNECTIONS_CLOSED = Counter(

@@ -413,6 +413,8 @@ class ProxySettings:
     dns_ttl: float
     dns_servers: tuple[HostPort, ...] = ()
     access_log: bool = True
+    access_log_buffer: int = 64 * 1024  # written when this much is buffered...
+    access_log_flush: float = 0.1  # ... or this long after the first buffered line
     trace_context: bool = True  # W3C traceparent/tracestate propagated, ids in access lines
 
 
@@ -932,7 +934,10 @@ def _read_proxy(
         upstream_max_idle=reader.get("UPSTREAM_MAX_IDLE", p.int_range(0, 10000), 64),
         dns_ttl=reader.get("DNS_TTL", p.duration, 5.0),
         dns_servers=reader.get("DNS_SERVERS", _dns_servers, ()),
-        access_log=reader.get("ACCESS_LOG", p.boolean, True),
+        # Access lines are level info: warn and error turn them off unless asked for.
+        access_log=reader.get("ACCESS_LOG", p.boolean, common.log_level in ("debug", "info")),
+        access_log_buffer=reader.get("ACCESS_LOG_BUFFER", p.size, 64 * 1024),
+        access_log_flush=reader.get("ACCESS_LOG_FLUSH", p.positive_duration, 0.1),
         trace_context=reader.get("TRACE_CONTEXT", p.boolean, True),
     )
     ports = [str(route.listen) for route in routes] + [str(common.admin_listen)]

@@ -1,23 +1,36 @@
-"""One JSON line per request on stdout, written cheaply.
+"""One JSON line per request on stdout, written cheaply and never ahead of an answer.
 
 structlog's processor chain per request would cost more than proxying the request, and so
-would a dict through orjson: lines are formatted straight to bytes by one ``%`` per line,
-collected, and written once per event loop iteration. What is the same for every line of an
-iteration (the timestamp, the sidecar) is formatted once per iteration, as nginx caches its
-time per event loop turn: lines answered in one iteration share a timestamp, their durations
-stay exact. Values a client chose are escaped as JSON strings; the request ids the sidecar
-makes need no escaping, and user agents repeat, so their JSON form is cached.
+would a dict through orjson: lines are formatted straight to bytes by one ``%`` per line and
+buffered, as nginx's ``access_log ... buffer= flush=`` does: the buffer is written when it
+holds ``buffer_size`` bytes or ``flush_interval`` after its first line, whichever comes
+first, and always after the socket writes of the loop iteration (``EndOfIteration.defer``).
+What is the same for every line of an iteration (the timestamp, the sidecar) is formatted
+once per iteration, as nginx caches its time per event loop turn: lines answered in one
+iteration share a timestamp, their durations stay exact. Values a client chose are escaped as
+JSON strings; the request ids the sidecar makes need no escaping, and user agents repeat, so
+their JSON form is cached.
+
+The writes themselves are made by an ``Output``: in the process, ``StdoutThread``, so that a
+stdout that does not take lines (a full pipe) never blocks the event loop. What it cannot
+take is dropped, counted in ``sidecar_access_log_dropped_total`` and reported by an
+``access_log_dropped`` line once stdout takes lines again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sys
+import threading
 import time
-from typing import TYPE_CHECKING, BinaryIO
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 import orjson
 
+from sidecars import observability as obs
 from sidecars.proxy.batch import EndOfIteration
 
 if TYPE_CHECKING:
@@ -26,21 +39,24 @@ if TYPE_CHECKING:
 # Bytes that need escaping in a JSON string, or may not be UTF-8.
 _UNSAFE = re.compile(rb'[\x00-\x1f"\\\x7f-\xff]')
 # The order of every other sidecar event (observability._Envelope), then the request's fields.
-_PREFIX = (
-    b'{"timestamp":"%b.%06dZ","level":"info","sidecar":%b,"logger":"sidecars.proxy.access",'
-    b'"event":"access",'
-)
+_ENVELOPE = b'{"timestamp":"%b.%06dZ","level":"%b","sidecar":%b,"logger":"sidecars.proxy.access",'
+_PREFIX = b'"event":"access",'
 _LINE = (
     b'%b"upstream":%b,"method":"%b","path":"%b","status":%b,"attempts":%b,"duration":%.6f,'
     b'"bytes":%b,"request_id":"%b","remote_addr":"%b","user_agent":%b%b'
 )
 _END = b"}\n"
+_DROPPED = b'"event":"access_log_dropped","lines":%d,"reason":"%b"}\n'
 # With trace context: the trace, the sidecar's span, and the client's span (null: a new trace).
 _TRACE_END = b',"trace_id":"%b","span_id":"%b","parent_span_id":%b}\n'
 # Small numbers as text: a list index and %b cost less than %d.
 _NUMBERS = [b"%d" % n for n in range(1024)]
 # Distinct user agents whose JSON form is kept; past it the cache starts again.
 _USER_AGENTS_MAX = 256
+# While stdout takes nothing, this many buffers may wait before lines are dropped.
+PENDING_BUFFERS = 16
+# How long the lines still buffered at exit may take to be written.
+CLOSE_TIMEOUT = 2.0
 
 
 def json_string(value: bytes) -> bytes:
@@ -64,35 +80,78 @@ def _trace_end(exchange: Exchange) -> bytes:
     )
 
 
+class Output(Protocol):
+    """Where buffers of whole lines go."""
+
+    def put(self, data: bytes) -> bool:
+        """Take ``data`` without blocking; False when it cannot (the lines are lost)."""
+        ...
+
+    def close(self, timeout: float) -> int:
+        """Write what was taken, within ``timeout`` seconds; the bytes left unwritten."""
+        ...
+
+
+class Timers(Protocol):
+    """The part of the event loop the flush timer needs (a test drives its own clock)."""
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> asyncio.TimerHandle:
+        ...
+
+
 class AccessLog:
     __slots__ = (
+        "_buffer_size",
+        "_dropped",
+        "_dropped_total",
         "_end_of_iteration",
+        "_flush_interval",
         "_lines",
+        "_output",
         "_prefix",
         "_second",
         "_second_text",
         "_sidecar",
-        "_stream",
+        "_size",
+        "_timer",
+        "_timers",
         "_user_agents",
+        "_wall_clock",
     )
 
     def __init__(
-        self, end_of_iteration: EndOfIteration, sidecar: str, stream: BinaryIO | None = None
+        self,
+        end_of_iteration: EndOfIteration,
+        timers: Timers,
+        sidecar: str,
+        output: Output,
+        *,
+        buffer_size: int = 64 * 1024,
+        flush_interval: float = 0.1,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._end_of_iteration = end_of_iteration
+        self._timers = timers
         self._sidecar = orjson.dumps(sidecar)
-        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._output = output
+        self._buffer_size = buffer_size
+        self._flush_interval = flush_interval
+        self._wall_clock = wall_clock
         self._lines: list[bytes] = []
-        self._prefix = b""
+        self._size = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._prefix = b""  # of this iteration's lines; empty: not formatted yet
         self._second = -1
         self._second_text = b""
         self._user_agents: dict[bytes, bytes] = {}
+        self._dropped = 0  # lines dropped since the last access_log_dropped line
+        self._dropped_total = obs.ACCESS_LOG_DROPPED.labels(sidecar, "stdout_full")
 
     def write(self, exchange: Exchange, status: int, duration: float) -> None:
-        lines = self._lines
-        if not lines:
-            self._end_of_iteration.defer(self.flush)
-            self._prefix = self._iteration_prefix()
+        prefix = self._prefix
+        if not prefix:
+            prefix = self._prefix = self._envelope(b"info") + _PREFIX
+            self._end_of_iteration.defer(self._end_iteration)
         target = exchange.target
         if _UNSAFE.search(target) is not None:
             target = _json_inner(target)
@@ -101,47 +160,75 @@ class AccessLog:
             user_agent = self._user_agents.get(user_agent) or self._user_agent(user_agent)
         attempt = exchange.attempt
         sent = exchange.bytes_sent
-        lines.append(
-            _LINE
-            % (
-                self._prefix,
-                exchange.route.json_name,
-                exchange.method,
-                target,
-                _NUMBERS[status],  # 100-599, or nginx's 499
-                _NUMBERS[attempt] if attempt < 1024 else b"%d" % attempt,
-                duration,
-                _NUMBERS[sent] if sent < 1024 else b"%d" % sent,
-                (
-                    _json_inner(exchange.request_id)
-                    if exchange.request_id_given and _UNSAFE.search(exchange.request_id)
-                    else exchange.request_id
-                ),
-                exchange.client.peer,
-                b"null" if user_agent is None else user_agent,
-                _END if not exchange.span_id else _trace_end(exchange),
-            )
+        line = _LINE % (
+            prefix,
+            exchange.route.json_name,
+            exchange.method,
+            target,
+            _NUMBERS[status],  # 100-599, or nginx's 499
+            _NUMBERS[attempt] if attempt < 1024 else b"%d" % attempt,
+            duration,
+            _NUMBERS[sent] if sent < 1024 else b"%d" % sent,
+            (
+                _json_inner(exchange.request_id)
+                if exchange.request_id_given and _UNSAFE.search(exchange.request_id)
+                else exchange.request_id
+            ),
+            exchange.client.peer,
+            b"null" if user_agent is None else user_agent,
+            _END if not exchange.span_id else _trace_end(exchange),
         )
+        self._lines.append(line)
+        self._size += len(line)
+
+    def _end_iteration(self) -> None:
+        """After the iteration's sends: the next iteration's lines get a new timestamp; a
+        full buffer is written, else the timer makes sure it is soon."""
+        self._prefix = b""
+        if self._size >= self._buffer_size:
+            self.flush()
+        elif self._timer is None and (self._lines or self._dropped):
+            self._timer = self._timers.call_later(self._flush_interval, self._timer_fired)
+
+    def _timer_fired(self) -> None:
+        self._timer = None
+        self._end_of_iteration.defer(self.flush)  # after the sends of the iteration
 
     def flush(self) -> None:
+        """Hand the buffered lines to the output now (with the report of lines lost before,
+        which is retried every flush interval until the output takes it)."""
+        timer = self._timer
+        if timer is not None:
+            self._timer = None
+            timer.cancel()
         lines = self._lines
-        if not lines:
+        if not lines and not self._dropped:
             return
         self._lines = []
-        try:
-            self._stream.write(b"".join(lines))
-            self._stream.flush()
-        except (OSError, ValueError):
-            # stdout gone (closed pipe): the access log is best effort, the proxy keeps serving.
-            pass
+        self._size = 0
+        data = b"".join(lines)
+        if self._dropped:
+            data = self._envelope(b"warn") + _DROPPED % (self._dropped, b"stdout_full") + data
+        if self._output.put(data):
+            self._dropped = 0
+            return
+        self._dropped += len(lines)
+        self._dropped_total.inc(len(lines))
+        self._timer = self._timers.call_later(self._flush_interval, self._timer_fired)
 
-    def _iteration_prefix(self) -> bytes:
-        now = time.time()
+    def close(self) -> int:
+        """Write every line still buffered (at exit): the number of bytes that could not be
+        written within CLOSE_TIMEOUT (stdout stuck)."""
+        self.flush()
+        return self._output.close(CLOSE_TIMEOUT)
+
+    def _envelope(self, level: bytes) -> bytes:
+        now = self._wall_clock()
         second = int(now)
         if second != self._second:
             self._second = second
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
-        return _PREFIX % (self._second_text, int((now - second) * 1e6), self._sidecar)
+        return _ENVELOPE % (self._second_text, int((now - second) * 1e6), level, self._sidecar)
 
     def _user_agent(self, value: bytes) -> bytes:
         cache = self._user_agents
@@ -149,3 +236,56 @@ class AccessLog:
             cache.clear()
         text = cache[value] = json_string(value)
         return text
+
+
+class StdoutThread:
+    """An ``Output`` whose blocking writes are made by a thread of their own, so that a
+    stdout that does not take lines (a full pipe nobody reads) stalls that thread and never
+    the event loop. At most ``max_pending`` bytes wait (being written included); past it
+    ``put`` refuses. A failed write (stdout closed) loses its lines, counted by reason
+    ``write_error``."""
+
+    def __init__(self, sidecar: str, max_pending: int, stream: BinaryIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdout.buffer
+        self._max_pending = max_pending
+        self._ready = threading.Condition()
+        self._queue: deque[bytes] = deque()
+        self._pending = 0  # bytes queued or being written
+        self._closing = False
+        self._write_errors = obs.ACCESS_LOG_DROPPED.labels(sidecar, "write_error")
+        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._thread.start()
+
+    def put(self, data: bytes) -> bool:
+        with self._ready:
+            if self._pending + len(data) > self._max_pending:
+                return False
+            self._queue.append(data)
+            self._pending += len(data)
+            self._ready.notify()
+        return True
+
+    def close(self, timeout: float) -> int:
+        with self._ready:
+            self._closing = True
+            self._ready.notify()
+        self._thread.join(timeout)
+        with self._ready:
+            return self._pending
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._queue and not self._closing:
+                    self._ready.wait()
+                if not self._queue:
+                    return
+                data = b"".join(self._queue)
+                self._queue.clear()
+            try:
+                self._stream.write(data)
+                self._stream.flush()
+            except (OSError, ValueError):
+                self._write_errors.inc(data.count(b"\n"))
+            with self._ready:
+                self._pending -= len(data)

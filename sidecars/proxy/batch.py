@@ -1,9 +1,10 @@
 """Work deferred to the end of the current event loop iteration.
 
-A loop iteration of a busy proxy answers many requests; per-request bookkeeping that need not
-be instant (Prometheus updates, access log writes) is collected and done once per iteration.
-Everything deferred runs before the loop polls for new I/O again, so a scrape or a log reader
-that asks after an answer went out sees that answer counted.
+A loop iteration of a busy proxy answers many requests. Its socket writes are collected and
+made back to back at the end of the iteration (``Outbox``); bookkeeping that need not be
+instant (the access log's writes) is deferred too, and always runs *after* every socket write
+of the iteration, so that no client waits for a log line. Both run before the loop polls for
+new I/O again.
 """
 
 from __future__ import annotations
@@ -13,23 +14,44 @@ from collections.abc import Callable
 
 
 class EndOfIteration:
-    __slots__ = ("_loop", "_pending")
+    """Two lanes, run once at the end of the iteration: the sends first, then the
+    bookkeeping, whatever order they were deferred in."""
+
+    __slots__ = ("_after", "_loop", "_scheduled", "_sends")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._pending: list[Callable[[], None]] = []
+        self._sends: list[Callable[[], None]] = []
+        self._after: list[Callable[[], None]] = []
+        self._scheduled = False
 
-    def defer(self, flush: Callable[[], None]) -> None:
-        """Run ``flush`` once at the end of this iteration; callers defer once per batch."""
-        if not self._pending:
+    def defer_send(self, flush: Callable[[], None]) -> None:
+        """Run ``flush`` (socket writes) at the end of this iteration, before any bookkeeping;
+        callers defer once per batch."""
+        if not self._scheduled:
+            self._scheduled = True
             self._loop.call_soon(self._run)
-        self._pending.append(flush)
+        self._sends.append(flush)
+
+    def defer(self, work: Callable[[], None]) -> None:
+        """Run ``work`` at the end of this iteration, after every send; once per batch."""
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self._run)
+        self._after.append(work)
 
     def _run(self) -> None:
-        pending = self._pending
-        self._pending = []
-        for flush in pending:
-            flush()
+        self._scheduled = False
+        sends = self._sends
+        if sends:
+            self._sends = []
+            for flush in sends:
+                flush()
+        after = self._after
+        if after:
+            self._after = []
+            for work in after:
+                work()
 
 
 _WRITE, _CLOSE, _WRITE_EOF = range(3)
@@ -53,17 +75,17 @@ class Outbox:
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         if not self._queue:
-            self._end_of_iteration.defer(self._flush)
+            self._end_of_iteration.defer_send(self._flush)
         self._queue.append((transport, _WRITE, data))
 
     def close(self, transport: asyncio.WriteTransport) -> None:
         if not self._queue:
-            self._end_of_iteration.defer(self._flush)
+            self._end_of_iteration.defer_send(self._flush)
         self._queue.append((transport, _CLOSE, b""))
 
     def write_eof(self, transport: asyncio.WriteTransport) -> None:
         if not self._queue:
-            self._end_of_iteration.defer(self._flush)
+            self._end_of_iteration.defer_send(self._flush)
         self._queue.append((transport, _WRITE_EOF, b""))
 
     def _flush(self) -> None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
+import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from sidecars import admin
 from sidecars.observability import get_logger
-from sidecars.proxy.accesslog import AccessLog
+from sidecars.proxy.accesslog import PENDING_BUFFERS, AccessLog, StdoutThread
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.fault_drills import drills_for, faults_resource
@@ -30,7 +34,7 @@ log = get_logger("sidecars.proxy")
 async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     loop = asyncio.get_running_loop()
     end_of_iteration = EndOfIteration(loop)
-    access_log = AccessLog(end_of_iteration, settings.sidecar) if settings.access_log else None
+    access_log = _access_log(settings, loop, end_of_iteration)
     resolver = DnsResolver(loop, settings.dns_servers)
     request_ids = RequestIds()
     drills = drills_for(loop)  # admin /faults: every HTTP route injects them
@@ -106,7 +110,44 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
         await state.close()
     await admin_server.close()
     if access_log is not None:
-        access_log.flush()
+        _close_access_log(access_log, settings.sidecar)
+
+
+def _access_log(
+    settings: ProxySettings, loop: asyncio.AbstractEventLoop, end_of_iteration: EndOfIteration
+) -> AccessLog | None:
+    if not settings.access_log:
+        return None
+    output = StdoutThread(settings.sidecar, PENDING_BUFFERS * max(settings.access_log_buffer, 4096))
+    return AccessLog(
+        end_of_iteration,
+        loop,
+        settings.sidecar,
+        output,
+        buffer_size=settings.access_log_buffer,
+        flush_interval=settings.access_log_flush,
+    )
+
+
+def _close_access_log(access_log: AccessLog, sidecar: str) -> None:
+    """The lines still buffered are written before exit; if stdout takes nothing for
+    CLOSE_TIMEOUT, the loss is reported on stderr (stdout is what is stuck)."""
+    unwritten = access_log.close()
+    if unwritten:
+        print(
+            orjson.dumps(
+                {
+                    "timestamp": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}",
+                    "level": "warn",
+                    "sidecar": sidecar,
+                    "logger": "sidecars.proxy.access",
+                    "event": "access_log_unwritten",
+                    "bytes": unwritten,
+                }
+            ).decode(),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _listen(

@@ -100,7 +100,7 @@ class Route:
         # Connection deadlines (head, idle, header timeouts) are on this clock and woken by
         # the loop's timers; it is the loop's own unless a test drives its own.
         self.timer_clock: Clock = loop.time if timer_clock is None else timer_clock
-        self.metrics = RouteMetrics(proxy.sidecar, settings.name, end_of_iteration)
+        self.metrics = RouteMetrics(proxy.sidecar, settings.name)
         self.outbox = Outbox(end_of_iteration)
         self.access_log = access_log
         self.request_ids = request_ids

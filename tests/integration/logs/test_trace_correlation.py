@@ -16,7 +16,14 @@ import pytest
 from http_receiver import HttpReceiver
 from logadapter_support import StartAdapter
 from otlp_support import all_records
-from proxy_parts import RunningProxy, ScriptedUpstream, ambassador_env, breaker_env, start_proxy
+from proxy_parts import (
+    RunningProxy,
+    ScriptedUpstream,
+    ambassador_env,
+    breaker_env,
+    eventually,
+    start_proxy,
+)
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -64,6 +71,10 @@ async def test_one_trace_id_from_the_client_through_both_sidecars_to_otlp(
         ):
             assert response.status == 200
         seen = upstream.seen[-1].headers["traceparent"]
+        await eventually(
+            lambda: bool(access_lines(ambassador, "e2e-1") and access_lines(breaker, "e2e-1")),
+            "both access lines",
+        )
         (first,) = access_lines(ambassador, "e2e-1")
         (second,) = access_lines(breaker, "e2e-1")
     finally:

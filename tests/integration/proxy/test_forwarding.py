@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from proxy_parts import eventually
 
 GET = b"GET /echo HTTP/1.1\r\nHost: app.local\r\n\r\n"
 
@@ -141,7 +142,12 @@ async def test_every_request_is_access_logged(proxy: Any, connect: Any) -> None:
     connection = await connect(proxy.port)
     await connection.send(b"GET /echo?logged=1 HTTP/1.1\r\nHost: a\r\nX-Request-Id: rid-42\r\n\r\n")
     assert (await connection.response()).status == 200
-    (line,) = [e for e in proxy.events("access") if e["request_id"] == "rid-42"]
+
+    def lines() -> list[dict[str, Any]]:
+        return [e for e in proxy.events("access") if e["request_id"] == "rid-42"]
+
+    await eventually(lambda: bool(lines()), "the access line")
+    (line,) = lines()
     assert (line["method"], line["path"], line["status"], line["attempts"]) == (
         "GET",
         "/echo?logged=1",

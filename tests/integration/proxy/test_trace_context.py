@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from proxy_parts import eventually
 
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -43,8 +44,14 @@ async def through(ambassador: Any, request_id: str, **headers: str) -> dict[str,
         return seen
 
 
-def access_line(proxy: Any, request_id: str) -> dict[str, Any]:
-    (line,) = [event for event in proxy.events("access") if event["request_id"] == request_id]
+async def access_line(proxy: Any, request_id: str) -> dict[str, Any]:
+    """The access line of one request (written within the flush interval of its answer)."""
+
+    def lines() -> list[dict[str, Any]]:
+        return [event for event in proxy.events("access") if event["request_id"] == request_id]
+
+    await eventually(lambda: bool(lines()), f"the access line of {request_id}")
+    (line,) = lines()
     return line
 
 
@@ -61,7 +68,8 @@ async def test_a_clients_trace_is_continued_through_both_sidecars(
     match = TRACEPARENT.fullmatch(seen["traceparent"])
     assert match is not None, seen["traceparent"]
     assert seen["tracestate"] == "congo=t61rcWkgMzE"
-    first, second = access_line(ambassador, "traced-1"), access_line(breaker, "traced-1")
+    first = await access_line(ambassador, "traced-1")
+    second = await access_line(breaker, "traced-1")
     assert first["trace_id"] == second["trace_id"] == match[1] == CLIENT_TRACE
     # Each hop's own span is the parent the next hop saw.
     assert first["parent_span_id"] == CLIENT_SPAN
@@ -77,13 +85,14 @@ async def test_a_request_without_trace_context_gets_one_trace_from_the_first_sid
     seen = await through(ambassador, "untraced-1")
     match = TRACEPARENT.fullmatch(seen["traceparent"])
     assert match is not None, seen["traceparent"]
-    first, second = access_line(ambassador, "untraced-1"), access_line(breaker, "untraced-1")
+    first = await access_line(ambassador, "untraced-1")
+    second = await access_line(breaker, "untraced-1")
     assert first["parent_span_id"] is None  # the trace began here
     assert first["trace_id"] == second["trace_id"] == match[1]
     assert (second["parent_span_id"], match[2]) == (first["span_id"], second["span_id"])
     # A second request is another trace.
     await through(ambassador, "untraced-2")
-    assert access_line(ambassador, "untraced-2")["trace_id"] != first["trace_id"]
+    assert (await access_line(ambassador, "untraced-2"))["trace_id"] != first["trace_id"]
 
 
 async def test_an_invalid_traceparent_is_replaced_and_counted(
@@ -93,7 +102,7 @@ async def test_an_invalid_traceparent_is_replaced_and_counted(
     seen = await through(ambassador, "invalid-1", traceparent=f"00-{CLIENT_TRACE.upper()}-x-01")
     match = TRACEPARENT.fullmatch(seen["traceparent"])
     assert match is not None and match[1] != CLIENT_TRACE
-    assert access_line(ambassador, "invalid-1")["trace_id"] == match[1]
+    assert (await access_line(ambassador, "invalid-1"))["trace_id"] == match[1]
     assert await ambassador.metric("sidecar_traceparent_replaced_total") == 1
 
 
@@ -106,5 +115,5 @@ async def test_off_adds_no_header_and_no_access_line_fields(
     given = f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01"
     assert (await through(ambassador, "off-2", traceparent=given))["traceparent"] == given
     for proxy in (ambassador, breaker):
-        line = access_line(proxy, "off-1")
+        line = await access_line(proxy, "off-1")
         assert not {"trace_id", "span_id", "parent_span_id"} & line.keys()

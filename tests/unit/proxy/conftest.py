@@ -99,6 +99,20 @@ class FakeDialer:
         return protocol
 
 
+class BytesOutput:
+    """The access log's output, into memory (what the process's StdoutThread writes)."""
+
+    def __init__(self, stream: io.BytesIO) -> None:
+        self.stream = stream
+
+    def put(self, data: bytes) -> bool:
+        self.stream.write(data)
+        return True
+
+    def close(self, timeout: float) -> int:
+        return 0
+
+
 class Wire:
     """One client connection into a Route whose upstream connections are fakes."""
 
@@ -157,8 +171,11 @@ class Wire:
         return self.upstream_transport(index).take()
 
     def access_lines(self) -> list[dict[str, Any]]:
+        """Every access line so far (the buffered ones written now)."""
         import orjson  # noqa: PLC0415
 
+        assert self.route.access_log is not None
+        self.route.access_log.flush()
         return [orjson.loads(line) for line in self.log.getvalue().splitlines() if line]
 
 
@@ -196,7 +213,7 @@ def wire() -> WireFactory:
             loop,
             resolver=DnsResolver(loop, ()),
             request_ids=RequestIds(),
-            access_log=AccessLog(end_of_iteration, proxy.sidecar, log),
+            access_log=AccessLog(end_of_iteration, loop, proxy.sidecar, BytesOutput(log)),
             end_of_iteration=end_of_iteration,
             connector=dialer,
             **({"clock": clock} if clock is not None else {}),

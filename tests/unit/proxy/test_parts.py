@@ -4,9 +4,10 @@ the access log."""
 from __future__ import annotations
 
 import asyncio
-import io
 import json
 import math
+import os
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -14,9 +15,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sidecars.observability import PROXY_METRICS
+from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS
 from sidecars.proxy import errors, http1
-from sidecars.proxy.accesslog import AccessLog
+from sidecars.proxy.accesslog import AccessLog, StdoutThread
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.headers import (
@@ -25,12 +26,7 @@ from sidecars.proxy.headers import (
     origin_form,
     without_listed,
 )
-from sidecars.proxy.metrics import (
-    RouteMetrics,
-    add_observations,
-    add_to_counter,
-    bucket_counts,
-)
+from sidecars.proxy.metrics import RouteMetrics
 from sidecars.proxy.request import RequestHead
 from sidecars.proxy.timer import DeadlineTimer
 
@@ -166,84 +162,154 @@ def test_a_deadline_timer_rearms_only_when_needed() -> None:
     assert timer.deadline == math.inf
 
 
-def test_batched_observations_match_observe() -> None:
-    values = [0.0004, 0.0009, 0.001, 0.003, 0.2, 0.2, 7.0, 45.0]
-    buckets = (0.001, 0.005, 0.25, 10.0)
-    one_by_one, batched = CollectorRegistry(), CollectorRegistry()
-    direct = Histogram("h", "h", ["a"], buckets=buckets, registry=one_by_one).labels("x")
-    direct_count = Counter("c", "c", ["a"], registry=one_by_one).labels("x")
-    for value in values:
-        direct.observe(value)
-        direct_count.inc()
-    child = Histogram("h", "h", ["a"], buckets=buckets, registry=batched).labels("x")
-    counts = bucket_counts((*buckets, math.inf), values[::-1])  # in any order: it sorts
-    assert counts == [3, 1, 2, 1, 1]  # a value on a bound is in that bound's bucket
-    add_observations(child, counts, sum(values))
-    add_to_counter(Counter("c", "c", ["a"], registry=batched).labels("x"), len(values))
-
-    def samples(registry: CollectorRegistry) -> list[str]:
-        text = generate_latest(registry).decode()
-        return [line for line in text.splitlines() if "_created" not in line]
-
-    assert samples(batched) == samples(one_by_one)
+FAMILIES = (
+    "sidecar_requests",
+    "sidecar_request_duration_seconds",
+    "sidecar_upstream_attempts",
+    "sidecar_circuit_rejected",
+)
 
 
-def test_route_metrics_are_published_once_per_iteration() -> None:
-    deferred: list[Any] = []
-    end_of_iteration = SimpleNamespace(defer=deferred.append)
-    metrics = RouteMetrics("breaker", "tallied", end_of_iteration)  # type: ignore[arg-type]
+def exposition(registry: CollectorRegistry, upstream: str) -> list[str]:
+    """The lines of the per-request families: HELP and TYPE, and the samples of ``upstream``."""
+    kept = []
+    for line in generate_latest(registry).decode().splitlines():
+        name = line.split(" ")[2] if line.startswith("#") else line.split("{")[0]
+        family = name.removesuffix("_total").removesuffix("_bucket")
+        family = family.removesuffix("_count").removesuffix("_sum")
+        if family in FAMILIES and (line.startswith("#") or f'upstream="{upstream}"' in line):
+            kept.append(line)
+    return kept
 
-    def value(name: str, **labels: str) -> float:
-        found = PROXY_METRICS.get_sample_value(
-            name, {"sidecar": "breaker", "upstream": "tallied", **labels}
-        )
-        return found or 0.0
 
-    for status, duration in ((200, 0.0004), (200, 0.003), (503, 0.0004)):
+def test_the_scrape_time_families_match_prometheus_client_s_own() -> None:
+    """The same names, help, labels and values as the prometheus_client families that
+    observe() and inc() fill one by one (what the proxy exported before)."""
+    answers = [(200, 0.0004), (200, 0.001), (200, 0.003), (503, 0.0009), (404, 7.0)]
+    answers += [(200, 45.0), (201, 0.2), (503, 0.001)]
+    reference = CollectorRegistry()
+    base = ["sidecar", "upstream"]
+    requests = Counter(
+        "sidecar_requests_total", "Client requests answered.", [*base, "code"], registry=reference
+    )
+    durations = Histogram(
+        "sidecar_request_duration_seconds",
+        "Time from request head to the end of the response, by status class (2xx...).",
+        [*base, "status_class"],
+        buckets=REQUEST_DURATION_BUCKETS,
+        registry=reference,
+    )
+    attempts = Counter(
+        "sidecar_upstream_attempts_total",
+        "Attempts towards the upstream by outcome: success, failure, rejected.",
+        [*base, "outcome"],
+        registry=reference,
+    )
+    rejected = Counter(
+        "sidecar_circuit_rejected_total",
+        "Requests answered at once because the circuit was open.",
+        base,
+        registry=reference,
+    )
+    labels = ("breaker", "exposed")
+    outcomes = {name: attempts.labels(*labels, name) for name in ("success", "failure", "rejected")}
+    rejected.labels(*labels)
+    metrics = RouteMetrics(*labels)
+    assert exposition(PROXY_METRICS, "exposed") == exposition(reference, "exposed")
+    for status, duration in answers:
+        requests.labels(*labels, str(status)).inc()
+        durations.labels(*labels, f"{status // 100}xx").observe(duration)
         metrics.answered(status, duration)
-    metrics.attempt_succeeded()
+    for _ in range(3):
+        outcomes["success"].inc()
+        metrics.attempt_succeeded()
+    outcomes["failure"].inc()
+    metrics.attempt_failure.inc()
+    outcomes["rejected"].inc(2)
+    rejected.labels(*labels).inc(2)
     metrics.circuit_rejected()
-    assert len(deferred) == 1  # one publish per iteration, however many answers
-    assert value("sidecar_requests_total", code="200") == 0  # not before the iteration ends
-    deferred.pop()()
-    assert value("sidecar_requests_total", code="200") == 2
-    assert value("sidecar_requests_total", code="503") == 1
-    assert value("sidecar_upstream_attempts_total", outcome="success") == 1
-    assert value("sidecar_circuit_rejected_total") == 1
-    histogram = "sidecar_request_duration_seconds_bucket"
-    # By status class: the 2xx latency reads alone, without the 503 answered in 0.4 ms.
-    assert (value(histogram, le="0.001", status_class="2xx"), value(
-        histogram, le="0.005", status_class="2xx"
-    )) == (1, 2)
-    assert value(histogram, le="0.001", status_class="5xx") == 1
-    assert metrics.answered_total == 3
+    metrics.circuit_rejected()
+    seen = exposition(PROXY_METRICS, "exposed")
+    assert seen == exposition(reference, "exposed")
+    on_bound = {"sidecar": "breaker", "upstream": "exposed", "status_class": "2xx", "le": "0.001"}
+    bucket = "sidecar_request_duration_seconds_bucket"
+    assert PROXY_METRICS.get_sample_value(bucket, on_bound) == 2  # 0.001 is in le=0.001
+    assert metrics.answered_total == len(answers)
+    # Counted as they happen: the next scrape sees the next answer, with no publish between.
     metrics.answered(200, 0.0004)
-    deferred.pop()()
-    assert value("sidecar_requests_total", code="200") == 3
+    assert PROXY_METRICS.get_sample_value(
+        "sidecar_requests_total", {"sidecar": "breaker", "upstream": "exposed", "code": "200"}
+    ) == 5
 
 
-async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
-    stream = io.BytesIO()
-    log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
-    exchange = SimpleNamespace(
-        method=b"GET",
+def test_routes_of_one_name_add_to_the_same_counts() -> None:
+    first, second = RouteMetrics("breaker", "twice"), RouteMetrics("breaker", "twice")
+    first.answered(200, 0.01)
+    second.answered(200, 0.01)
+    labels = {"sidecar": "breaker", "upstream": "twice"}
+    assert PROXY_METRICS.get_sample_value("sidecar_requests_total", {**labels, "code": "200"}) == 2
+    assert (first.answered_total, second.answered_total) == (1, 1)
+
+
+class MemoryOutput:
+    """An Output into memory that refuses while ``full``."""
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.full = False
+
+    def put(self, data: bytes) -> bool:
+        if self.full:
+            return False
+        self.data += data
+        return True
+
+    def close(self, timeout: float) -> int:
+        return 0
+
+    def lines(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.data.splitlines()]
+
+
+def exchange_like(**fields: Any) -> SimpleNamespace:
+    values: dict[str, Any] = {
+        "method": b"GET",
+        "target": b"/",
+        "request_id": b"r",
+        "request_id_given": False,
+        "user_agent": None,
+        "route": SimpleNamespace(json_name=b'"up"'),
+        "attempt": 1,
+        "bytes_sent": 0,
+        "client": SimpleNamespace(peer=b"10.0.0.1"),
+        "span_id": b"",  # trace context off
+    }
+    values.update(fields)
+    return SimpleNamespace(**values)
+
+
+def access_log(output: MemoryOutput, timers: FakeLoop, **options: Any) -> AccessLog:
+    end_of_iteration = EndOfIteration(asyncio.get_running_loop())
+    return AccessLog(end_of_iteration, timers, "breaker", output, **options)  # type: ignore[arg-type]
+
+
+async def test_access_lines_are_json_and_share_their_iteration_s_timestamp() -> None:
+    output, timers = MemoryOutput(), FakeLoop()
+    log = access_log(output, timers)
+    exchange = exchange_like(
         target=b'/a?q="x"\\\xff\x01',  # what a client may put in a path, escaped in JSON
         request_id=b"r-1",
-        request_id_given=False,
         user_agent=b"ua \x7f",
         route=SimpleNamespace(json_name=b'"payments"'),
         attempt=2,
         bytes_sent=10,
-        client=SimpleNamespace(peer=b"10.0.0.1"),
-        span_id=b"",  # trace context off
     )
     log.write(exchange, 200, 0.0012345678)  # type: ignore[arg-type]
     exchange.user_agent = None
     exchange.request_id, exchange.request_id_given = b'client "id"\\', True
     log.write(exchange, 503, 0.5)  # type: ignore[arg-type]
-    assert stream.getvalue() == b""
-    await asyncio.sleep(0)
-    first, second = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    log.flush()
+    first, second = output.lines()
     assert first["path"] == '/a?q="x"\\\ufffd\x01'
     assert first["user_agent"] == "ua \x7f"
     assert (first["status"], first["attempts"], first["bytes"]) == (200, 2, 10)
@@ -262,28 +328,97 @@ async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
 
 
 async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
-    stream = io.BytesIO()
-    log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
-    exchange = SimpleNamespace(
-        method=b"GET",
-        target=b"/",
-        request_id=b"r",
-        request_id_given=False,
-        user_agent=b"",
-        route=SimpleNamespace(json_name=b'"up"'),
-        attempt=1,
-        bytes_sent=0,
-        client=SimpleNamespace(peer=b"10.0.0.1"),
-        span_id=b"",
-    )
+    output = MemoryOutput()
+    log = access_log(output, FakeLoop())
+    exchange = exchange_like()
     agents = [b'agent "%d"' % n for n in range(300)] + [b'agent "0"']
     for agent in agents:
         exchange.user_agent = agent
         log.write(exchange, 200, 0.001)  # type: ignore[arg-type]
-    await asyncio.sleep(0)
-    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
-    assert [line["user_agent"] for line in lines] == [agent.decode() for agent in agents]
+    log.flush()
+    assert [line["user_agent"] for line in output.lines()] == [a.decode() for a in agents]
     assert len(log._user_agents) <= 256
+
+
+async def test_access_lines_wait_for_the_flush_interval_then_go_after_the_sends() -> None:
+    output, timers = MemoryOutput(), FakeLoop()
+    clock = iter([1000.25, 1000.5, 1000.75])
+    log = access_log(output, timers, flush_interval=0.1, wall_clock=lambda: next(clock))
+    log.write(exchange_like(request_id=b"a"), 200, 0.001)  # type: ignore[arg-type]
+    await asyncio.sleep(0)  # the iteration ends: the timer is armed, nothing written yet
+    assert (output.data, [when for when, _ in timers.handles]) == (b"", [0.1])
+    log.write(exchange_like(request_id=b"b"), 200, 0.001)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert timers.armed == 1  # one timer for the buffer, not one per iteration
+    timers.advance(0.099)
+    await asyncio.sleep(0)
+    assert output.data == b""
+    timers.advance(0.1)
+    assert output.data == b""  # the timer defers the write to the end of the iteration
+    await asyncio.sleep(0)
+    first, second = output.lines()
+    assert (first["request_id"], second["request_id"]) == ("a", "b")
+    assert first["timestamp"] != second["timestamp"]  # two iterations: two timestamps
+    await asyncio.sleep(0)
+    assert timers.armed == 1  # an empty buffer arms no timer
+
+
+async def test_a_full_access_buffer_is_written_at_the_end_of_the_iteration() -> None:
+    output, timers = MemoryOutput(), FakeLoop()
+    log = access_log(output, timers, buffer_size=300)
+    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
+    assert output.data == b""
+    await asyncio.sleep(0)
+    assert len(output.lines()) == 2 and timers.armed == 0
+
+
+async def test_the_iteration_s_sends_go_before_its_bookkeeping() -> None:
+    order: list[str] = []
+    end_of_iteration = EndOfIteration(asyncio.get_running_loop())
+    end_of_iteration.defer(lambda: order.append("bookkeeping"))
+    end_of_iteration.defer_send(lambda: order.append("send"))
+    await asyncio.sleep(0)
+    assert order == ["send", "bookkeeping"]
+
+
+async def test_lines_the_output_refuses_are_counted_and_reported_when_it_takes_again() -> None:
+    output, timers = MemoryOutput(), FakeLoop()
+    log = access_log(output, timers)
+    labels = {"sidecar": "breaker", "reason": "stdout_full"}
+    before = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) or 0
+    output.full = True
+    for _ in range(3):
+        log.write(exchange_like(request_id=b"lost"), 200, 0.001)  # type: ignore[arg-type]
+    log.flush()
+    assert PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) == before + 3
+    output.full = False
+    log.write(exchange_like(request_id=b"kept"), 200, 0.001)  # type: ignore[arg-type]
+    log.flush()
+    report, line = output.lines()
+    assert (report["event"], report["level"], report["lines"]) == ("access_log_dropped", "warn", 3)
+    assert (report["sidecar"], report["logger"]) == ("breaker", "sidecars.proxy.access")
+    assert (line["event"], line["request_id"]) == ("access", "kept")
+    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
+    log.flush()
+    assert [line["event"] for line in output.lines()] == ["access_log_dropped", "access", "access"]
+
+
+def test_a_stuck_stdout_stalls_the_writer_thread_not_the_caller() -> None:
+    """A real pipe nobody reads: put() refuses past the bound at once instead of blocking,
+    and what was taken is all written once the pipe is read."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
+        output = StdoutThread("breaker", max_pending=200_000, stream=stream)
+        chunk = b"x" * 99_999 + b"\n"
+        assert output.put(chunk) and output.put(chunk)  # more than the pipe holds
+        assert not output.put(b"y\n")  # the bound: refused, not blocked
+        received = bytearray()
+        drained = threading.Thread(target=lambda: received.extend(reader.read(200_000)))
+        drained.start()
+        assert output.close(10.0) == 0
+        drained.join(10.0)
+        assert bytes(received) == chunk * 2
 
 
 class RecordingTransport:
