@@ -158,7 +158,8 @@ class Drill:
 class Drills:
     """The run-time faults of one process (every HTTP route reads them). ``faults`` is the
     tuple the filters read per request (empty when no drill runs); ``on_end(drill, reason)``
-    hears of every drill's end (expired, deleted)."""
+    hears of every drill's end (expired, deleted), the ``on_change`` listeners of every
+    change of ``faults``."""
 
     def __init__(
         self,
@@ -176,6 +177,7 @@ class Drills:
         self._next_id = 1
         self.faults: tuple[Fault, ...] = ()
         self.next_expiry = float("inf")
+        self._listeners: list[Callable[[], None]] = []
 
     def add(self, fault: Fault, seconds: float) -> Drill:
         if not 0 < seconds <= self.max_seconds:
@@ -222,9 +224,15 @@ class Drills:
         now = self.now()
         return [drill.describe(now) for drill in self._drills]
 
+    def on_change(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` after every change of ``faults``."""
+        self._listeners.append(listener)
+
     def _changed(self) -> None:
         self.faults = tuple(d.fault for d in self._drills)
         self.next_expiry = min((d.expires for d in self._drills), default=float("inf"))
+        for listener in self._listeners:
+            listener()
 
     def _ended(self, drill: Drill, reason: str) -> None:
         if self._on_end is not None:

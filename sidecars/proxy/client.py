@@ -335,7 +335,11 @@ class ClientConnection(asyncio.Protocol):
             head.size += len(url)
             return
         self._in_head = True
-        self._head = head = Exchange(self, self.route)
+        head = self._head
+        if head.reusable:  # the previous request ended cleanly: its exchange serves this one
+            head.reset()
+        else:  # still busy (pipelined requests wait behind it), or not used yet
+            self._head = head = Exchange(self, self.route)
         head.target = url
         head.size = len(url)
 

@@ -146,6 +146,9 @@ class Cluster:
         # What pick() chooses from: the endpoints that may take traffic, or every member when
         # too few may (panic mode).
         self._pickable: list[Endpoint] = []
+        # The one endpoint pick() can only choose (one pickable, none ejected to return):
+        # the exchange takes it without a call; None otherwise.
+        self.sole: Endpoint | None = None
         self.serving = False  # some endpoint is healthy and not ejected
         self._ejected = 0
         self._next_return = 0.0  # the earliest end of an ejection
@@ -279,7 +282,8 @@ class Cluster:
         candidates = [e for e in members if e.healthy and not e.outlier.ejected_until]
         panic = not candidates or len(candidates) * 100 < len(members) * PANIC_THRESHOLD_PERCENT
         self.serving = bool(candidates)
-        self._pickable = members if panic else candidates
+        pickable = self._pickable = members if panic else candidates
+        self.sole = pickable[0] if len(pickable) == 1 and not self._ejected else None
 
     # -- reporting --------------------------------------------------------------------------
 

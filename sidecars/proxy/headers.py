@@ -195,6 +195,9 @@ _ZERO_SPAN_ID = b"0" * 16
 TRACESTATE_MAX = 512
 _TRACESTATE_MEMBER_MAX = 128
 SAMPLED = b"01"
+# A trace id and a span id: 16 + 8 random bytes; drawn for this many requests at once.
+_ID_BYTES = 24
+IDS_PER_DRAW = 64
 
 
 def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:
@@ -238,35 +241,53 @@ class TraceContext:
     attempts are told apart by ``X-Sidecar-Attempt``), which is the ``span_id`` of the access
     line. ``randbytes`` is ``random.Random().randbytes`` (seeded from os.urandom; trace ids
     need to be unique, not secret: OpenTelemetry's SDKs make them so, and a system call per
-    request would cost more) unless a test passes its own.
+    request would cost more) unless a test passes its own. It is asked for the ids of
+    ``IDS_PER_DRAW`` requests at a time, hexed in one go: each request slices its 48 digits.
     """
 
-    __slots__ = ("_randbytes",)
+    __slots__ = ("_hex", "_next", "_randbytes")
 
     def __init__(self, randbytes: Callable[[int], bytes] | None = None) -> None:
         self._randbytes = random.Random().randbytes if randbytes is None else randbytes
+        self._hex = b""  # IDS_PER_DRAW trace id + span id pairs, in hex
+        self._next = 0  # offset of the next unused pair in _hex
 
     def begin(self, head: RequestHead) -> bool:
         """Set the trace fields of ``head``; True when the client sent a ``traceparent`` that
         was not valid (replaced by a new trace, as the spec says)."""
         lines = head.trace_lines
+        if lines is None:
+            # The common request: a new trace, its ids sliced here (_new_ids inlined).
+            at = self._next
+            ids = self._hex
+            if at < len(ids):
+                self._next = at + 2 * _ID_BYTES
+                trace_id = ids[at : at + 32]
+                span_id = ids[at + 32 : at + 48]
+                if trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID:
+                    head.trace_id = trace_id
+                    head.span_id = span_id
+                    head.trace_flags = SAMPLED
+                    return False
+            head.trace_id, head.span_id = self._new_ids()
+            head.trace_flags = SAMPLED
+            return False
         parent: tuple[bytes, ...] | None = None
-        if lines is not None:
-            tracestate: list[bytes] = []
-            for index in range(0, len(lines), 4):
-                # The header roles let only these two names through: their lengths tell them.
-                if len(lines[index]) == len(b"tracestate"):
-                    tracestate.append(lines[index + 2])
-                elif parent is None:
-                    parent = parse_traceparent(lines[index + 2]) or ()
-                else:
-                    parent = ()  # more than one traceparent: not valid
-            if parent:
-                head.trace_id, head.parent_id, head.trace_flags = parent
-                head.span_id = self._new_ids()[1]
-                if tracestate:
-                    head.tracestate = bounded_tracestate(b",".join(tracestate))
-                return False
+        tracestate: list[bytes] = []
+        for index in range(0, len(lines), 4):
+            # The header roles let only these two names through: their lengths tell them.
+            if len(lines[index]) == len(b"tracestate"):
+                tracestate.append(lines[index + 2])
+            elif parent is None:
+                parent = parse_traceparent(lines[index + 2]) or ()
+            else:
+                parent = ()  # more than one traceparent: not valid
+        if parent:
+            head.trace_id, head.parent_id, head.trace_flags = parent
+            head.span_id = self._new_ids()[1]
+            if tracestate:
+                head.tracestate = bounded_tracestate(b",".join(tracestate))
+            return False
         head.trace_id, head.span_id = self._new_ids()
         head.trace_flags = SAMPLED
         # tracestate alone belongs to no trace: dropped, but not invalid.
@@ -275,8 +296,14 @@ class TraceContext:
     def _new_ids(self) -> tuple[bytes, bytes]:
         """A random trace id and span id, in hex (all zeros is not an id: drawn again)."""
         while True:
-            ids = self._randbytes(24).hex().encode()
-            trace_id, span_id = ids[:32], ids[32:]
+            at = self._next
+            ids = self._hex
+            if at >= len(ids):
+                ids = self._hex = self._randbytes(_ID_BYTES * IDS_PER_DRAW).hex().encode()
+                at = 0
+            self._next = at + 2 * _ID_BYTES
+            trace_id = ids[at : at + 32]
+            span_id = ids[at + 32 : at + 48]
             if trace_id != _ZERO_TRACE_ID and span_id != _ZERO_SPAN_ID:
                 return trace_id, span_id
 

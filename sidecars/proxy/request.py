@@ -7,8 +7,8 @@ from sidecars.proxy.errors import SidecarError
 
 class RequestHead:
     """Filled by the client protocol's llhttp callbacks, then read by the exchange. The
-    exchange is a RequestHead itself (one object per request); the defaults describe an
-    HTTP/1.1 request kept alive, so the common request sets only what it carries."""
+    exchange is a RequestHead itself; the defaults describe an HTTP/1.1 request kept alive,
+    so the common request sets only what it carries."""
 
     __slots__ = (
         "asked_keep_alive",
@@ -42,6 +42,11 @@ class RequestHead:
     )
 
     def __init__(self) -> None:
+        self.clear_head()
+
+    def clear_head(self) -> None:
+        """Every field back to its default (an exchange reused for the connection's next
+        request)."""
         self.method = b""
         self.target = b""
         self.lines: list[bytes] = []  # name, b": ", value, b"\r\n", ... forwarded as they came

@@ -288,6 +288,8 @@ class Route:
             failure_statuses=settings.breaker.failure_statuses,
             times_calls=self.cluster.measures_latency,
         )
+        if self.faults is not None:
+            self.drills.on_change(self.chain.refresh)  # the fault filter's hooks come and go
         self.metrics.show_state("closed")
         self.local_authorities = _local_authorities(settings)
         self.connections: set[ClientSide] = set()

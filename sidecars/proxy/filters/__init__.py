@@ -95,6 +95,7 @@ class Delay:
         self.seconds = seconds
         self.in_attempt = in_attempt
 
+
 if TYPE_CHECKING:
     from typing import TypeAlias
 
@@ -108,7 +109,8 @@ class Filter:
     name = "filter"  # its key in the route's /status
     # Whether on_response_head/on_failure read ``elapsed`` (the clock is spared otherwise).
     times_calls = False
-    # Hooks this instance overrides but has nothing to do in, as configured (not called).
+    # Hooks this instance overrides but has nothing to do in, as configured (not called;
+    # a change after the chain is built needs FilterChain.refresh()).
     idle_hooks: tuple[str, ...] = ()
 
     def on_request(self, exchange: Exchange) -> Verdict:
@@ -173,13 +175,18 @@ class FilterChain:
         even when no filter asks (the cluster's latency-aware balancer does)."""
         self.filters = tuple(filters)
         self.failure_statuses = failure_statuses
+        self.times_calls = times_calls or any(f.times_calls for f in self.filters)
+        self.refresh()
+
+    def refresh(self) -> None:
+        """Gather each hook's filters again (a filter's ``idle_hooks`` changed)."""
 
         def hooks(name: str) -> tuple[Callable[..., Any], ...]:
             return tuple(getattr(f, name) for f in self.filters if _overrides(f, name))
 
         self.request_hooks: tuple[Callable[[Exchange], Verdict], ...] = hooks("on_request")
-        self.attempt_hooks: tuple[Callable[[Exchange], Delay | Connection | None], ...] = (
-            hooks("on_attempt")
+        self.attempt_hooks: tuple[Callable[[Exchange], Delay | Connection | None], ...] = hooks(
+            "on_attempt"
         )
         # For a parked exchange resumed by a filter: the on_request hooks after that filter.
         self.request_hooks_after: dict[Filter, tuple[Callable[[Exchange], Any], ...]] = {
@@ -193,7 +200,6 @@ class FilterChain:
             Callable[[Exchange, Connection | None, str, bool, float], RetryDecision | None], ...
         ] = hooks("on_failure")
         self.done_hooks: tuple[Callable[[Exchange], None], ...] = hooks("on_done")
-        self.times_calls = times_calls or any(f.times_calls for f in self.filters)
 
     def status(self) -> dict[str, Any]:
         """Each filter's part of the route's /status, under the filter's name."""

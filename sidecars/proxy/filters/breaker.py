@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from sidecars.proxy.metrics import RouteMetrics
 
 
+# Refusal answers kept (an open period counts its Retry-After down one second at a time).
+_REFUSALS_KEPT = 64
+
+
 class BreakerFilter(Filter):
     name = "breaker"
 
@@ -36,6 +40,9 @@ class BreakerFilter(Filter):
         self.cluster = cluster
         self.fallback = fallback
         self.times_calls = breaker.times_calls
+        # The open circuit's answers, by Retry-After seconds: one object each, not one per
+        # refused request.
+        self._refusals: dict[int, Answer] = {}
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
         if exchange.cluster is not self.cluster:
@@ -48,7 +55,13 @@ class BreakerFilter(Filter):
         fallback = self.fallback
         if fallback is None:
             # Whole seconds rounded up, at least 1 (cheaper than max(1, math.ceil(...))).
-            return Answer(errors.CIRCUIT_OPEN, int(-(-self.breaker.retry_after() // 1)) or 1)
+            retry_after = int(-(-self.breaker.retry_after() // 1)) or 1
+            answer = self._refusals.get(retry_after)
+            if answer is None:
+                if len(self._refusals) >= _REFUSALS_KEPT:
+                    self._refusals.clear()
+                answer = self._refusals[retry_after] = Answer(errors.CIRCUIT_OPEN, retry_after)
+            return answer
         self.metrics.fallback_requests.inc()
         return fallback
 

@@ -77,6 +77,14 @@ class FaultFilter(Filter):
             kind: obs.FAULTS_INJECTED.labels(sidecar, upstream, kind)
             for kind in ("abort", "delay", "reset")
         }
+        self.drills_changed()
+        drills.on_change(self.drills_changed)
+
+    def drills_changed(self) -> None:
+        """Nothing configured, no header faults and no drill: the hooks are left out of the
+        chain (which refreshes after every change of the drills) instead of being asked."""
+        idle = not self.configured and not self.headers and not self.drills.faults
+        self.idle_hooks = ("on_request", "on_attempt") if idle else ()
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
         """The request's own fault (P_FAULT_HEADERS=on), taken out of its headers, and the

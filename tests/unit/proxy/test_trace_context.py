@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from sidecars.observability import PROXY_METRICS
-from sidecars.proxy.headers import TRACESTATE_MAX, bounded_tracestate, parse_traceparent
+from sidecars.proxy.headers import (
+    IDS_PER_DRAW,
+    TRACESTATE_MAX,
+    TraceContext,
+    bounded_tracestate,
+    parse_traceparent,
+)
+from sidecars.proxy.request import RequestHead
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\n\r\nbusy"
@@ -22,12 +29,14 @@ NEW_SPAN = "fedcba9876543210"
 
 
 def dice(*draws: str) -> Callable[[int], bytes]:
-    """randbytes giving ``draws`` (hex) in turn, then NEW_TRACE + NEW_SPAN every time."""
+    """randbytes giving ``draws`` (hex, 24 bytes each) in turn, then NEW_TRACE + NEW_SPAN
+    every time (asked for IDS_PER_DRAW of them at once)."""
     queued = list(draws)
 
     def randbytes(size: int) -> bytes:
-        assert size == 24
-        return bytes.fromhex(queued.pop(0) if queued else NEW_TRACE + NEW_SPAN)
+        assert size == 24 * IDS_PER_DRAW
+        pairs = [queued.pop(0) if queued else NEW_TRACE + NEW_SPAN for _ in range(IDS_PER_DRAW)]
+        return bytes.fromhex("".join(pairs))
 
     return randbytes
 
@@ -186,3 +195,41 @@ async def test_off_adds_nothing_and_forwards_the_clients_trace_context_as_it_cam
     await w.answer(OK)
     for line in w.access_lines():
         assert not {"trace_id", "span_id", "parent_span_id"} & line.keys()
+
+
+def test_ids_are_sliced_from_draws_for_many_requests_and_never_zero() -> None:
+    """One draw serves IDS_PER_DRAW requests; a zero id is skipped, at a draw's end too."""
+    zero_trace = "00" * 16 + "ab" * 8
+    zero_span = "cd" * 16 + "00" * 8
+    pairs = [f"{n:032x}{n + 1:016x}" for n in range(1, 2 * IDS_PER_DRAW + 1)]
+    pairs[5] = zero_trace
+    pairs[IDS_PER_DRAW - 1] = zero_span  # the last pair of the first draw
+    draws = []
+
+    def randbytes(size: int) -> bytes:
+        assert size == 24 * IDS_PER_DRAW
+        start = len(draws) * IDS_PER_DRAW
+        draws.append(start)
+        return bytes.fromhex("".join(pairs[start : start + IDS_PER_DRAW]))
+
+    context = TraceContext(randbytes)
+    seen = []
+    for _ in range(2 * IDS_PER_DRAW - 2):
+        head = RequestHead()
+        assert context.begin(head) is False
+        assert (len(head.trace_id), len(head.span_id), head.trace_flags) == (32, 16, b"01")
+        seen.append((head.trace_id + head.span_id).decode())
+    assert len(draws) == 2
+    assert seen == [pair for pair in pairs if pair not in (zero_trace, zero_span)]
+
+
+def test_a_continued_trace_takes_a_sliced_span_id() -> None:
+    context = TraceContext(dice())
+    head = RequestHead()
+    head.trace_lines = [b"traceparent", b": ", CLIENT_TRACEPARENT.encode(), b"\r\n"]
+    assert context.begin(head) is False
+    assert (head.trace_id, head.parent_id, head.span_id) == (
+        CLIENT_TRACE.encode(),
+        CLIENT_SPAN.encode(),
+        NEW_SPAN.encode(),
+    )
