@@ -81,7 +81,7 @@ static double percentile_us(double q) {
 }
 
 static void print_latency(void) {
-    printf("\"latency_us\":{\"p50\":%.1f,\"p90\":%.1f,\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f}",
+    printf("\"latency_us\":{\"p50\":%.3f,\"p90\":%.3f,\"p99\":%.3f,\"p999\":%.3f,\"max\":%.3f}",
            percentile_us(50), percentile_us(90), percentile_us(99), percentile_us(99.9),
            (double)hist_max / 1000.0);
 }

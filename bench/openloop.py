@@ -10,6 +10,7 @@ counts latency from that intended time (no coordinated omission).
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,10 +27,12 @@ def build_generator() -> Path:
     if BINARY.exists() and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime:
         return BINARY
     BINARY.parent.mkdir(parents=True, exist_ok=True)
-    argv = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(BINARY), str(SOURCE)]
+    building = BINARY.with_name(f"{BINARY.name}.{os.getpid()}")  # then renamed: no torn file
+    argv = ["gcc", "-O2", "-Wall", "-Wextra", "-o", str(building), str(SOURCE)]
     done = subprocess.run(argv, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise BenchError(f"gcc failed for {SOURCE.name}:\n{done.stderr}")
+    os.replace(building, BINARY)
     return BINARY
 
 
