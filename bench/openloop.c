@@ -11,7 +11,8 @@
  * Content-Length (a chunked or unframed answer is an error and its connection is replaced).
  * Latencies of requests due in the first WARMUP_SECONDS are not recorded. Each request has a
  * deadline of TIMEOUT_SECONDS (default 2); one that misses it counts as a timeout and its
- * connection is replaced.
+ * connection is replaced. The achieved rate is the recorded answers over the measured time,
+ * or over the time until the last of them came back when that is longer (a backlog).
  *
  * The histogram is log-linear like HdrHistogram's: exact below 128 ns, then 64 buckets per
  * power of two (a bucket is at most 1/64 of its value wide); a percentile is reported as the
@@ -326,7 +327,8 @@ int main(int argc, char **argv) {
            (unsigned long long)qhead, (unsigned long long)completed,
            (unsigned long long)recorded, (unsigned long long)errors,
            (unsigned long long)timeouts, (unsigned long long)(busy_left + (qtail - qhead)),
-           (unsigned long long)non2xx, measured_s > 0 ? (double)recorded / measured_s : 0.0,
+           (unsigned long long)non2xx,
+           measured_s > 0 ? (double)recorded / (span_s > measured_s ? span_s : measured_s) : 0.0,
            span_s, (unsigned long long)max_queue, (double)max_late_ns / 1000.0);
     print_latency();
     printf("}\n");

@@ -268,8 +268,11 @@ def nginx_upstream(hosts: tuple[str, ...] = (LOOPBACK,)) -> Iterator[NginxUpstre
             prefix=prefix, port=port, listen=listen
         )
         (prefix / "nginx.conf").write_text(conf)
-        (prefix / "static").mkdir()
+        # Readable by nginx's workers, which run as another user when the harness is root.
+        prefix.chmod(0o755)
+        (prefix / "static").mkdir(mode=0o755)
         (prefix / BODY_PATH).write_bytes(b"x" * BODY_BYTES)
+        (prefix / BODY_PATH).chmod(0o644)
         argv = [
             "nginx",
             "-p",
