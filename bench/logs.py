@@ -633,13 +633,7 @@ def bench_forward(records: int, rounds: int, log_level: str, patience: Patience)
 
 # --- outputs: Forward input -> one output, each into a destination that takes everything ----
 
-OUTPUT_CONTESTANTS = (
-    "forward://",
-    "http:// (NDJSON)",
-    "otlp protobuf",
-    "otlp json",
-    "cloudwatch://",
-)
+OUTPUT_CONTESTANTS = ("forward://", "http:// (NDJSON)", "otlp protobuf", "otlp json", "cloudwatch://")
 OTLP_TARGET_RATIO = 0.5
 """The OTLP output's rate, at least this fraction of the Forward output's in the same run."""
 DOWN_BUFFER_MAX = 4 * 1024 * 1024
@@ -675,17 +669,8 @@ def output_run(
     port = free_port()
     mode = "forward" if name == "forward://" else "http"
     body = "" if name == "otlp protobuf" else "{}"  # an empty ExportLogsServiceResponse
-    argv = [
-        sys.executable,
-        "-m",
-        "bench.log_destination",
-        "--mode",
-        mode,
-        "--listen",
-        str(port),
-        "--body",
-        body,
-    ]
+    argv = [sys.executable, "-m", "bench.log_destination", "--mode", mode, "--listen", str(port),
+            "--body", body]
     with ManagedProcess("destination", argv, env=sidecar_env({}), stdout=subprocess.DEVNULL) as dst:
         dst.wait_port(port)
         return forward_adapter_run(
@@ -711,7 +696,6 @@ def destination_down_run(frames: Sequence[bytes], log_level: str) -> dict[str, A
     with ManagedProcess("log-adapter", argv, env=env, stdout=subprocess.DEVNULL) as adapter:
         admin = f"http://{LOOPBACK}:{admin_port}"
         adapter.wait_http_ok(admin + "/readyz")
-
         def send_until_stopped() -> None:
             with contextlib.suppress(OSError):  # the adapter is stopped while the send blocks
                 send_frames(port, frames)
