@@ -56,10 +56,13 @@ def http_request(
         return int(error.code), dict(error.headers.items()), bytes(error.read())
 
 
-def sidecar_env(extra: Mapping[str, str], *, pure_python: bool = False) -> dict[str, str]:
+def sidecar_env(
+    extra: Mapping[str, str], *, pure_python: bool = False, root: Path | None = None
+) -> dict[str, str]:
     """A clean environment for ``python -m sidecars``: PATH, ``extra``, and the sidecars
-    importable from the shipped build (``build_sidecars``), or from the working tree."""
-    root = REPO_DIR if pure_python else _shipped_root
+    importable from ``root`` (another tree: a baseline commit's build), else from the shipped
+    build (``build_sidecars``), or from the working tree."""
+    root = root or (REPO_DIR if pure_python else _shipped_root)
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(root), **extra}
 
 

@@ -7,6 +7,11 @@ scenario, with the sidecar's RSS after load, CPU seconds per 1,000 requests and 
     python -m bench.proxy                    # every scenario, 5 rounds of 5 s
     python -m bench.proxy --quick            # 3 rounds of 2 s
     python -m bench.proxy --scenario plain --scenario ready
+    python -m bench.proxy --baseline 7a4c2d3 # plus that commit's breaker in ``plain``
+
+Beside the wrk scenarios: ``latency`` (added p50/p99 at 1,000 and 5,000 req/s open loop,
+``bench/openloop.c``), ``idle`` (KiB per idle keep-alive connection over 5,000, RSS after they
+close) and ``body`` (peak RSS under 1 MiB responses at c32).
 """
 
 from __future__ import annotations
@@ -18,14 +23,17 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from string import Template
 from typing import Any
 
 from bench.common import (
     BENCH_DIR,
     LOOPBACK,
+    REPO_DIR,
     BenchError,
     ManagedProcess,
     Patience,
@@ -44,13 +52,38 @@ from bench.common import (
     stop_children_on_sigterm,
     warn_if_busy,
 )
+from bench.idle import idle_connections, open_descriptors, wait_descriptors_below
+from bench.openloop import OpenLoopRun, build_generator, run_openloop
 
 CONFIG_DIR = BENCH_DIR / "config"
 ADMIN_TOKEN = "bench-token"
-SCENARIOS = ("plain", "ambassador", "open", "relay", "cluster", "faults", "canary", "caps", "ready")
+SCENARIOS = (
+    "plain", "ambassador", "open", "relay", "cluster", "faults", "canary", "caps", "ready",
+    "latency", "idle", "body",
+)  # fmt: skip
 # The cluster scenario's three upstreams: one nginx listening on three loopback addresses.
 CLUSTER_HOSTS = ("127.0.0.2", "127.0.0.3", "127.0.0.4")
 RATIO_TARGET = 0.5
+# Issue 17's throughput targets: forwarding at c32 (req/s and CPU per request) beside HAProxy,
+# the ambassador allowed 3 attempts beside the breaker, the open circuit beside HAProxy's 503.
+FORWARDING_TARGET = 0.75
+AMBASSADOR_VS_BREAKER_TARGET = 0.95
+OPEN_TARGET = 0.8
+# Today's sidecar beside a previous commit's (--baseline), both as ratios to HAProxy.
+BASELINE_TARGET = 0.97
+# The latency scenario: open-loop rates, and the sidecar's added latency (over nginx direct)
+# beside HAProxy's: p50 at most 1.5x, p99 no worse.
+LATENCY_RATES = (1000, 5000)
+LATENCY_CONNECTIONS = 32
+ADDED_P50_TARGET = 1.5
+ADDED_P99_TARGET = 1.0
+# The idle scenario: keep-alive connections that sent one request each, then idle.
+IDLE_CONNECTIONS = 5000
+IDLE_KIB_TARGET = 2.0
+# The body scenario: a 1 MiB static file through the proxy at c32, peak RSS.
+BODY_BYTES = 1 << 20
+BODY_PATH = "static/1m"
+PEAK_RSS_TARGET_MB = 40.0
 # Faults configured at 0% (none injected): forwarding within 3% of the same sidecar without.
 FAULTS_AT_ZERO = {"BREAKER_FAULT_ABORT": "503@0%", "BREAKER_FAULT_DELAY": "200ms@0%",
                   "BREAKER_FAULT_RESET": "0%"}  # fmt: skip
@@ -85,6 +118,7 @@ class LoadShape:
     connections: int
     threads: int
     ready_starts: int
+    latency_seconds: int
 
 
 @dataclass(frozen=True)
@@ -234,6 +268,11 @@ def nginx_upstream(hosts: tuple[str, ...] = (LOOPBACK,)) -> Iterator[NginxUpstre
             prefix=prefix, port=port, listen=listen
         )
         (prefix / "nginx.conf").write_text(conf)
+        # Readable by nginx's workers, which run as another user when the harness is root.
+        prefix.chmod(0o755)
+        (prefix / "static").mkdir(mode=0o755)
+        (prefix / BODY_PATH).write_bytes(b"x" * BODY_BYTES)
+        (prefix / BODY_PATH).chmod(0o644)
         argv = [
             "nginx",
             "-p",
@@ -255,6 +294,7 @@ def haproxy(
     frontend: str = "",
     backend: str = "",
     hosts: tuple[str, ...] = (LOOPBACK,),
+    path: str = "",
 ) -> Iterator[Contestant]:
     with scratch_dir("bench-haproxy-") as workdir:
         port = free_port()
@@ -274,7 +314,7 @@ def haproxy(
             yield Contestant(
                 name="haproxy",
                 role="peer",
-                url=f"http://{LOOPBACK}:{port}/",
+                url=f"http://{LOOPBACK}:{port}/{path}",
                 expect_status=200,
                 process=process,
                 ready_seconds=ready,
@@ -299,9 +339,12 @@ def start_sidecar(
     log_level: str,
     extra: dict[str, str] | None = None,
     hosts: tuple[str, ...] = (LOOPBACK,),
+    *,
+    root: Path | None = None,
 ) -> tuple[ManagedProcess, int, int]:
     """``python -m sidecars <command>`` on free ports; returns (process, data, admin port).
-    Several ``hosts``: a cluster of one endpoint per address."""
+    Several ``hosts``: a cluster of one endpoint per address. ``root``: the tree to import
+    the sidecars from (default the shipped build)."""
     prefix = command.upper()
     port, admin_port = free_port(), free_port()
     env = sidecar_env(
@@ -312,7 +355,8 @@ def start_sidecar(
             "SIDECAR_ADMIN_TOKEN": ADMIN_TOKEN,
             "SIDECAR_LOG_LEVEL": log_level,
             **(extra or {}),
-        }
+        },
+        root=root,
     )
     argv = [sys.executable, "-m", "sidecars", command]
     return ManagedProcess(command, argv, env=env), port, admin_port
@@ -328,8 +372,13 @@ def sidecar(
     force_open: bool = False,
     hosts: tuple[str, ...] = (LOOPBACK,),
     name: str | None = None,
+    root: Path | None = None,
+    role: str = "sidecar",
+    path: str = "",
 ) -> Iterator[Contestant]:
-    process, port, admin_port = start_sidecar(command, upstream_port, log_level, extra, hosts)
+    process, port, admin_port = start_sidecar(
+        command, upstream_port, log_level, extra, hosts, root=root
+    )
     with process:
         ready = process.wait_http_ok(f"http://{LOOPBACK}:{admin_port}/readyz")
         if force_open:
@@ -342,8 +391,8 @@ def sidecar(
                 raise BenchError(f"POST /breaker/open gave {status}: {body[:200]!r}")
         yield Contestant(
             name=name or command + (" (open)" if force_open else ""),
-            role="sidecar",
-            url=f"http://{LOOPBACK}:{port}/",
+            role=role,
+            url=f"http://{LOOPBACK}:{port}/{path}",
             expect_status=503 if force_open else 200,
             process=process,
             check=_sidecar_checks("circuit_open" if force_open else None),
@@ -413,8 +462,66 @@ def alternate(
             contestant.hwm_kib = status_kib(contestant.process.pid, "VmHWM")
 
 
+@dataclass(frozen=True)
+class Baseline:
+    """A previous commit's build, run as one more contestant (``--baseline``)."""
+
+    commit: str
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return f"breaker @{self.commit[:7]}"
+
+
+def build_baseline(commit: str) -> Baseline:
+    """``commit``'s tree (``git archive``, nothing added to the repository's worktrees) in
+    ``build/baseline/<sha>``, compiled by its own ``tools/compiled.py`` with this interpreter
+    (so with this venv's dependencies), reused by later runs."""
+    sha = subprocess.run(
+        ["git", "-C", str(REPO_DIR), "rev-parse", "--verify", f"{commit}^{{commit}}"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if sha.returncode != 0:
+        raise BenchError(f"--baseline {commit}: not a commit: {sha.stderr.strip()}")
+    full = sha.stdout.strip()
+    tree = REPO_DIR / "build" / "baseline" / full
+    if not (tree / "sidecars").is_dir():
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(
+            ["git", "-C", str(REPO_DIR), "archive", "--format=tar", full],
+            capture_output=True,
+            check=True,
+        )
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
+    started = time.perf_counter()
+    if (tree / "tools" / "compiled.py").exists():
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.compiled"],
+            cwd=tree,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise BenchError(f"baseline {full[:7]}: build failed:\n{done.stdout}{done.stderr}")
+        root = Path(done.stdout.strip().splitlines()[-1])
+    else:
+        root = tree
+    print(f"baseline build: {root} ({time.perf_counter() - started:.1f}s)", flush=True)
+    return Baseline(full, root)
+
+
 def run_scenario(
-    name: str, upstream: NginxUpstream, shape: LoadShape, log_level: str, patience: Patience
+    name: str,
+    upstream: NginxUpstream,
+    shape: LoadShape,
+    log_level: str,
+    patience: Patience,
+    *,
+    baseline: Baseline | None = None,
 ) -> list[Contestant]:
     upstream_port = upstream.port
     with contextlib.ExitStack() as stack:
@@ -423,6 +530,19 @@ def run_scenario(
                 stack.enter_context(haproxy(upstream_port)),
                 stack.enter_context(sidecar("breaker", upstream_port, log_level)),
             ]
+            if baseline is not None:
+                contestants.append(
+                    stack.enter_context(
+                        sidecar(
+                            "breaker",
+                            upstream_port,
+                            log_level,
+                            name=baseline.name,
+                            root=baseline.root,
+                            role="baseline",
+                        )
+                    )
+                )
         elif name == "ambassador":
             contestants = [
                 stack.enter_context(
@@ -439,6 +559,7 @@ def run_scenario(
                         extra={"AMBASSADOR_MAX_ATTEMPTS": "3"},
                     )
                 ),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level)),
             ]
         elif name == "open":
             peer = stack.enter_context(haproxy(upstream_port, frontend=HAPROXY_STATIC_503))
@@ -500,6 +621,11 @@ def run_scenario(
                     sidecar("breaker", upstream_port, log_level, extra=CAPS, name="breaker capped")
                 ),
             ]
+        elif name == "body":
+            contestants = [
+                stack.enter_context(haproxy(upstream_port, path=BODY_PATH)),
+                stack.enter_context(sidecar("breaker", upstream_port, log_level, path=BODY_PATH)),
+            ]
         elif name == "relay":
             contestants = [
                 stack.enter_context(haproxy(upstream_port)),
@@ -525,6 +651,236 @@ def measure_ready(
         with process:
             seconds.append(process.wait_http_ok(f"http://{LOOPBACK}:{admin_port}/readyz"))
     return seconds
+
+
+# --- open-loop latency ----------------------------------------------------------------------
+
+
+def _host_port(url: str) -> tuple[str, int, str]:
+    parts = urllib.parse.urlsplit(url)
+    return parts.hostname or LOOPBACK, parts.port or 80, parts.path or "/"
+
+
+def run_latency(
+    upstream: NginxUpstream, shape: LoadShape, log_level: str, patience: Patience
+) -> dict[str, Any]:
+    """nginx direct, HAProxy and the breaker at each of ``LATENCY_RATES`` open loop, rounds
+    alternating as in the wrk scenarios; latency counted from each request's due time."""
+    build_generator()
+    seconds = shape.latency_seconds
+    runs: dict[str, dict[int, list[OpenLoopRun]]] = {}
+    with contextlib.ExitStack() as stack:
+        contestants = [
+            Contestant(
+                "nginx direct", "reference", f"http://{LOOPBACK}:{upstream.port}/", 200, None
+            ),
+            stack.enter_context(haproxy(upstream.port)),
+            stack.enter_context(sidecar("breaker", upstream.port, log_level)),
+        ]
+        for contestant in contestants:
+            contestant.verify()
+            host, port, path = _host_port(contestant.url)
+            run_openloop(host, port, path, LATENCY_RATES[0], 1, warmup_seconds=0)  # warm-up
+            runs[contestant.name] = {rate: [] for rate in LATENCY_RATES}
+        for round_index in range(shape.rounds):
+            order = contestants if round_index % 2 == 0 else contestants[::-1]
+            for rate in LATENCY_RATES:
+                for contestant in order:
+                    host, port, path = _host_port(contestant.url)
+                    label = f"round {round_index + 1}: {contestant.name:<14} {rate:>5}/s"
+                    run, others = measured_quietly(
+                        functools.partial(
+                            run_openloop,
+                            host,
+                            port,
+                            path,
+                            rate,
+                            seconds,
+                            connections=LATENCY_CONNECTIONS,
+                        ),
+                        label,
+                        patience,
+                        own_pids=[
+                            *([contestant.process.pid] if contestant.process else []),
+                            upstream.pid,
+                        ],
+                    )
+                    if contestant.process:
+                        contestant.process.check_alive()
+                    runs[contestant.name][rate].append(run)
+                    print(
+                        f"    {label} p50 {run.latency_us['p50']:>7.0f} us  "
+                        f"p99 {run.latency_us['p99']:>7.0f} us  "
+                        f"{run.achieved_rate:>6.0f}/s  bad {run.bad}  "
+                        f"(others used {others:.0%} of the CPUs)",
+                        flush=True,
+                    )
+    return latency_summary(runs)
+
+
+def _added(runs: list[OpenLoopRun], direct: list[OpenLoopRun], key: str) -> float:
+    """Median over rounds of (proxy - direct) latency in ms, rounds paired."""
+    return median(
+        [
+            (run.latency_us[key] - ref.latency_us[key]) / 1000
+            for run, ref in zip(runs, direct, strict=True)
+        ]
+    )
+
+
+def latency_summary(runs: dict[str, dict[int, list[OpenLoopRun]]]) -> dict[str, Any]:
+    direct = runs["nginx direct"]
+    rows = []
+    for name, by_rate in runs.items():
+        for rate, rate_runs in by_rate.items():
+            rows.append(
+                {
+                    "name": name,
+                    "rate": rate,
+                    "achieved_rate": [run.achieved_rate for run in rate_runs],
+                    "p50_ms": [run.latency_us["p50"] / 1000 for run in rate_runs],
+                    "p99_ms": [run.latency_us["p99"] / 1000 for run in rate_runs],
+                    "median_p50_ms": median([run.latency_us["p50"] / 1000 for run in rate_runs]),
+                    "median_p99_ms": median([run.latency_us["p99"] / 1000 for run in rate_runs]),
+                    "added_p50_ms": _added(rate_runs, direct[rate], "p50"),
+                    "added_p99_ms": _added(rate_runs, direct[rate], "p99"),
+                    "bad": sum(run.bad for run in rate_runs),
+                    "max_queue": max(run.max_queue for run in rate_runs),
+                }
+            )
+    return {"rates": list(LATENCY_RATES), "rows": rows}
+
+
+def _over(value: float, peer: float) -> float | None:
+    """``value`` / ``peer`` for added latencies; none when the peer added nothing measurable."""
+    return round(value / peer, 3) if peer > 0 else None
+
+
+def print_latency(summary: dict[str, Any]) -> None:
+    print("\n== latency (open loop; added = minus nginx direct, paired by round)")
+    print_table(
+        ["contestant", "rate", "p50 ms per round", "p99 ms per round", "achieved/s",
+         "added p50", "added p99", "bad", "queue max"],
+        [
+            [
+                row["name"],
+                str(row["rate"]),
+                " ".join(f"{v:.3f}" for v in row["p50_ms"]),
+                " ".join(f"{v:.2f}" for v in row["p99_ms"]),
+                f"{min(row['achieved_rate']):,.0f}",
+                f"{row['added_p50_ms']:+.3f}",
+                f"{row['added_p99_ms']:+.3f}",
+                str(row["bad"]),
+                str(row["max_queue"]),
+            ]
+            for row in summary["rows"]
+        ],
+    )  # fmt: skip
+
+
+def latency_targets(summary: dict[str, Any] | None) -> list[Target]:
+    """Per rate: the breaker's added p50 and p99 over HAProxy's (none: unmeasured, n/a)."""
+    by = {(row["name"], row["rate"]): row for row in summary["rows"]} if summary else {}
+    targets = []
+    for rate in LATENCY_RATES:
+        peer, ours = by.get(("haproxy", rate)), by.get(("breaker", rate))
+        for label, threshold in (("p50", ADDED_P50_TARGET), ("p99", ADDED_P99_TARGET)):
+            key = f"added_{label}_ms"
+            ratio = _over(ours[key], peer[key]) if peer and ours else None
+            targets.append(
+                Target(
+                    f"latency {rate}/s: breaker added {label} / haproxy's",
+                    ratio,
+                    threshold,
+                    at_least=False,
+                )
+            )
+    return targets
+
+
+# --- idle connections -----------------------------------------------------------------------
+
+
+def measure_idle(contestant: Contestant, count: int) -> dict[str, Any]:
+    """RSS before, with ``count`` idle keep-alive connections open, and after they closed."""
+    assert contestant.process is not None
+    pid = contestant.process.pid
+    host, port, path = _host_port(contestant.url)
+    contestant.verify()
+    run_openloop(host, port, path, 1000, 1, warmup_seconds=0)  # warm the request path
+    fds_before = open_descriptors(pid)
+    before = status_kib(pid, "VmRSS")
+    with idle_connections(host, port, count):
+        contestant.process.check_alive()
+        held = status_kib(pid, "VmRSS")
+        fds_held = open_descriptors(pid)
+    closed_seen = wait_descriptors_below(pid, fds_before + 16)
+    after = status_kib(pid, "VmRSS")
+    contestant.process.check_alive()
+    grown = held - before
+    return {
+        "name": contestant.name,
+        "connections": count,
+        "rss_before_mb": before / 1024,
+        "rss_held_mb": held / 1024,
+        "rss_after_close_mb": after / 1024,
+        "kib_per_connection": grown / count,
+        "returned_share": round((held - after) / grown, 3) if grown > 0 else None,
+        "descriptors_before": fds_before,
+        "descriptors_held": fds_held,
+        "closes_seen": closed_seen,
+    }
+
+
+def run_idle(upstream: NginxUpstream, log_level: str, patience: Patience) -> list[dict[str, Any]]:
+    rows = []
+    for start in (
+        functools.partial(haproxy, upstream.port),
+        functools.partial(sidecar, "breaker", upstream.port, log_level),
+    ):
+        with start() as contestant:
+            patience.wait_for_quiet()
+            rows.append(measure_idle(contestant, IDLE_CONNECTIONS))
+            row = rows[-1]
+            print(
+                f"    {row['name']:<10} {row['rss_before_mb']:.1f} -> {row['rss_held_mb']:.1f} MB "
+                f"with {IDLE_CONNECTIONS:,} idle, {row['rss_after_close_mb']:.1f} MB after close",
+                flush=True,
+            )
+    return rows
+
+
+def print_idle(rows: list[dict[str, Any]]) -> None:
+    print(f"\n== idle ({IDLE_CONNECTIONS:,} keep-alive connections, one request each)")
+    print_table(
+        ["contestant", "RSS before MB", "held MB", "KiB/conn", "after close MB", "returned",
+         "fds held"],
+        [
+            [
+                row["name"],
+                f"{row['rss_before_mb']:.1f}",
+                f"{row['rss_held_mb']:.1f}",
+                f"{row['kib_per_connection']:.2f}",
+                f"{row['rss_after_close_mb']:.1f}",
+                _fmt(row["returned_share"], ".0%"),
+                str(row["descriptors_held"]),
+            ]
+            for row in rows
+        ],
+    )  # fmt: skip
+
+
+def idle_targets(rows: list[dict[str, Any]]) -> list[Target]:
+    ours = next((row for row in rows if row["name"] == "breaker"), None)
+    return [
+        Target(
+            f"idle: breaker KiB per connection ({IDLE_CONNECTIONS:,})",
+            ours["kib_per_connection"] if ours else None,
+            IDLE_KIB_TARGET,
+            at_least=False,
+            unit=" KiB",
+        )
+    ]
 
 
 # --- report ---------------------------------------------------------------------------------
@@ -569,46 +925,113 @@ def print_scenario(name: str, contestants: list[Contestant]) -> list[dict[str, A
     return summaries
 
 
-def canary_idle_target(summaries: list[dict[str, Any]]) -> Target:
-    """The canary scenario's own target: the sidecar with a canary at weight 0 against the
-    same sidecar without one, same run."""
-    by_name = {summary["name"]: summary["median_rps"] for summary in summaries}
-    plain, idle = by_name.get("breaker"), by_name.get(CANARY_IDLE_NAME)
-    ratio = round(idle / plain, 3) if plain and idle is not None else None
-    return Target("canary: at weight 0 / without", ratio, CANARY_IDLE_TARGET, at_least=True)
+# The sidecar contestants of each wrk scenario, by name: their targets are shown (n/a) even
+# when the scenario failed.
+SCENARIO_SIDECARS = {
+    "plain": ("breaker",),
+    "ambassador": ("ambassador", "breaker"),
+    "open": ("breaker (open)",),
+    "cluster": ("breaker",),
+    "faults": ("breaker", "breaker (faults 0%)"),
+    "canary": ("breaker", CANARY_IDLE_NAME),
+    "caps": ("breaker", "breaker capped"),
+    "body": ("breaker",),
+}
 
 
-def unmeasured_targets(scenario: str) -> list[Target]:
-    """The targets a failed scenario would have judged, shown as n/a rather than left out."""
-    if scenario == "ready":
-        return [Target("sidecar ready (median)", None, READY_TARGET_S, False, " s")]
-    if scenario == "relay":
-        return []
-    if scenario == "faults":
-        return [Target("faults: 0% faults / none", None, FAULTS_OVERHEAD_TARGET, True)]
-    if scenario == "canary":
-        return [Target("canary: at weight 0 / without", None, CANARY_IDLE_TARGET, True)]
-    if scenario == "caps":
-        return [Target("caps: capped / uncapped", None, CAPS_TARGET, True)]
-    return [
-        Target(f"{scenario}: sidecar / haproxy", None, RATIO_TARGET, True),
-        Target(f"{scenario}: sidecar RSS after load", None, RSS_TARGET_MB, False, " MB"),
-    ]
+def _ratio(value: float | None, other: float | None) -> float | None:
+    return round(value / other, 3) if value is not None and other else None
 
 
-def faults_overhead(summaries: list[dict[str, Any]]) -> Target:
-    """The faults scenario's ratio with faults configured at 0% over the one without."""
-    ratios = {s["name"]: s["ratio_vs_peer"] for s in summaries}
-    with_faults, without = ratios.get("breaker (faults 0%)"), ratios.get("breaker")
-    overhead = with_faults / without if with_faults and without else None
-    return Target("faults: 0% faults / none", overhead, FAULTS_OVERHEAD_TARGET, at_least=True)
+def wrk_targets(
+    name: str, summaries: list[dict[str, Any]], baseline: Baseline | None
+) -> list[Target]:
+    """A wrk scenario's targets from its summaries (none: a failed scenario, all n/a)."""
+    by_name = {summary["name"]: summary for summary in summaries}
+
+    def value(contestant: str, key: str) -> float | None:
+        figure = by_name.get(contestant, {}).get(key)
+        return None if figure is None else float(figure)
+
+    goal = {"plain": FORWARDING_TARGET, "open": OPEN_TARGET}.get(name, RATIO_TARGET)
+    targets = []
+    for contestant in SCENARIO_SIDECARS.get(name, ()):
+        if name != "body":
+            ratio = value(contestant, "ratio_vs_peer")
+            targets.append(Target(f"{name}: {contestant} / haproxy", ratio, goal, True))
+        rss = value(contestant, "rss_mb_after_load")
+        targets.append(
+            Target(f"{name}: {contestant} RSS after load", rss, RSS_TARGET_MB, False, " MB")
+        )
+    if name == "plain":
+        cpu = _ratio(
+            value("haproxy", "cpu_seconds_per_1k_requests"),
+            value("breaker", "cpu_seconds_per_1k_requests"),
+        )
+        targets.append(
+            Target("plain: haproxy CPU per request / breaker's", cpu, FORWARDING_TARGET, True)
+        )
+        if baseline is not None:
+            after = _ratio(value("breaker", "ratio_vs_peer"), value(baseline.name, "ratio_vs_peer"))
+            targets.append(
+                Target(f"plain: after / before ({baseline.name})", after, BASELINE_TARGET, True)
+            )
+    elif name == "ambassador":
+        ambassador = _ratio(value("ambassador", "median_rps"), value("breaker", "median_rps"))
+        targets.append(
+            Target(
+                "ambassador (3 attempts) / breaker",
+                ambassador,
+                AMBASSADOR_VS_BREAKER_TARGET,
+                True,
+            )
+        )
+    elif name == "faults":
+        overhead = _ratio(
+            value("breaker (faults 0%)", "ratio_vs_peer"), value("breaker", "ratio_vs_peer")
+        )
+        targets.append(Target("faults: 0% faults / none", overhead, FAULTS_OVERHEAD_TARGET, True))
+    elif name == "canary":
+        idle = _ratio(value(CANARY_IDLE_NAME, "median_rps"), value("breaker", "median_rps"))
+        targets.append(Target("canary: at weight 0 / without", idle, CANARY_IDLE_TARGET, True))
+    elif name == "caps":
+        capped = _ratio(value("breaker capped", "ratio_vs_peer"), value("breaker", "ratio_vs_peer"))
+        targets.append(Target("caps: capped / uncapped", capped, CAPS_TARGET, True))
+    elif name == "body":
+        peak = value("breaker", "peak_rss_mb")
+        targets.append(
+            Target("body: breaker peak RSS (1 MiB, c32)", peak, PEAK_RSS_TARGET_MB, False, " MB")
+        )
+    return targets
+
+
+def print_comparisons(
+    name: str, summaries: list[dict[str, Any]], baseline: Baseline | None
+) -> None:
+    """The lines beside a scenario's table that its targets judge."""
+    by_name = {summary["name"]: summary for summary in summaries}
+    if name == "plain" and baseline is not None:
+        before, after = (by_name[n]["ratio_vs_peer"] for n in (baseline.name, "breaker"))
+        print(
+            f"  ratio to haproxy, before ({baseline.name}) -> after: {_fmt(before, '.3f')} -> "
+            f"{_fmt(after, '.3f')}  (after / before {_fmt(_ratio(after, before), '.3f')})"
+        )
+    if name == "body":
+        print(
+            "  peak RSS (VmHWM): "
+            + ", ".join(
+                f"{s['name']} {s['peak_rss_mb']:.1f} MB" for s in summaries if s["peak_rss_mb"]
+            )
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--quick", action="store_true", help="3 rounds of 2 s, 3 starts")
+    parser.add_argument(
+        "--quick", action="store_true", help="3 rounds of 2 s (latency: 3 s), 3 starts"
+    )
     parser.add_argument(
         "--scenario",
         action="append",
@@ -630,9 +1053,16 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds the run may spend in all waiting for other work to leave the CPUs "
         "idle and re-running noisy rounds (default 120; 0: never wait)",
     )
+    parser.add_argument(
+        "--baseline",
+        metavar="COMMIT",
+        help="also run COMMIT's breaker (its own compiled build) in the plain scenario and "
+        "print the ratio to HAProxy before -> after (default: none)",
+    )
     args = parser.parse_args(argv)
     stop_children_on_sigterm()
     build_sidecars()
+    baseline = build_baseline(args.baseline) if args.baseline else None
     patience = Patience(args.patience)
     shape = LoadShape(
         rounds=args.rounds or (3 if args.quick else 5),
@@ -641,11 +1071,13 @@ def main(argv: list[str] | None = None) -> int:
         connections=args.connections,
         threads=1,
         ready_starts=3 if args.quick else 7,
+        latency_seconds=args.seconds or (3 if args.quick else 5),
     )
     scenarios = args.scenario or list(SCENARIOS)
     results: dict[str, Any] = {
         "shape": shape.__dict__,
         "log_level": args.log_level,
+        "baseline": baseline.commit if baseline else None,
         "scenarios": {},
     }
     targets: list[Target] = []
@@ -666,56 +1098,47 @@ def main(argv: list[str] | None = None) -> int:
                         f"{', '.join(f'{s:.3f}' for s in starts)}"
                     )
                     results["scenarios"]["ready"] = {"seconds": starts, "median": ready}
-                    targets.append(
-                        Target(
-                            "sidecar ready (median)",
-                            ready,
-                            READY_TARGET_S,
-                            at_least=False,
-                            unit=" s",
-                        )
+                    targets.append(ready_target(ready))
+                elif name == "latency":
+                    latency = run_latency(upstream, shape, args.log_level, patience)
+                    results["scenarios"]["latency"] = latency
+                    print_latency(latency)
+                    targets.extend(latency_targets(latency))
+                elif name == "idle":
+                    rows = run_idle(upstream, args.log_level, patience)
+                    results["scenarios"]["idle"] = {"contestants": rows}
+                    print_idle(rows)
+                    targets.extend(idle_targets(rows))
+                else:
+                    contestants = run_scenario(
+                        name, upstream, shape, args.log_level, patience, baseline=baseline
                     )
-                    continue
-                contestants = run_scenario(name, upstream, shape, args.log_level, patience)
+                    summaries = print_scenario(name, contestants)
+                    results["scenarios"][name] = {"contestants": summaries}
+                    print_comparisons(name, summaries, baseline)
+                    targets.extend(wrk_targets(name, summaries, baseline))
             except BenchError as error:
                 failed = True
                 print(f"  FAILED: {error}", flush=True)
                 results["scenarios"][name] = {"error": str(error)}
-                targets.extend(unmeasured_targets(name))
-                continue
-            summaries = print_scenario(name, contestants)
-            results["scenarios"][name] = {"contestants": summaries}
-            if name == "faults":
-                targets.append(faults_overhead(summaries))
-            if name == "caps":
-                uncapped, capped = (s["ratio_vs_peer"] for s in summaries[1:3])
-                ratio = capped / uncapped if capped and uncapped else None
-                print(f"  capped / uncapped: {_fmt(ratio, '.3f')}")
-                targets.append(Target("caps: capped / uncapped", ratio, CAPS_TARGET, True))
-            for summary in summaries:
-                if summary["role"] != "sidecar":
-                    continue
-                targets.append(
-                    Target(
-                        f"{name}: {summary['name']} / haproxy",
-                        summary["ratio_vs_peer"],
-                        RATIO_TARGET,
-                        at_least=True,
-                    )
-                )
-                targets.append(
-                    Target(
-                        f"{name}: {summary['name']} RSS after load",
-                        summary["rss_mb_after_load"],
-                        RSS_TARGET_MB,
-                        at_least=False,
-                        unit=" MB",
-                    )
-                )
-            if name == "canary":
-                targets.append(canary_idle_target(summaries))
+                targets.extend(unmeasured_targets(name, baseline))
     finish_run("proxy", results, targets, started, patience)
     return 1 if failed else 0
+
+
+def ready_target(ready: float | None) -> Target:
+    return Target("sidecar ready (median)", ready, READY_TARGET_S, at_least=False, unit=" s")
+
+
+def unmeasured_targets(scenario: str, baseline: Baseline | None) -> list[Target]:
+    """The targets a failed scenario would have judged, shown as n/a rather than left out."""
+    if scenario == "ready":
+        return [ready_target(None)]
+    if scenario == "latency":
+        return latency_targets(None)
+    if scenario == "idle":
+        return idle_targets([])
+    return wrk_targets(scenario, [], baseline)
 
 
 if __name__ == "__main__":
