@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import signal
 import time
 from collections.abc import Awaitable, Callable
@@ -14,8 +12,6 @@ from sidecars.observability import get_logger
 
 State = Literal["starting", "serving", "draining"]
 log = get_logger("sidecars.runtime")
-# How often freed heap memory is handed back to the kernel (glibc's malloc_trim).
-TRIM_INTERVAL = 10.0
 
 
 class Lifecycle:
@@ -52,32 +48,6 @@ def install_event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-class HeapTrimmer:
-    """Hands the heap's free pages back to the kernel every ``interval`` seconds.
-
-    After a storm of connections closes, glibc keeps the freed memory of the objects larger
-    than pymalloc's 512 bytes (parsers, libuv handles, buffers) in its free lists: RSS
-    stays at the storm's peak. ``malloc_trim(0)`` returns every free page, not only the top
-    of the heap (``M_TRIM_THRESHOLD``); it takes well under a millisecond at this heap size.
-    Without glibc (musl) there is nothing to call and the trimmer does nothing."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval: float = TRIM_INTERVAL) -> None:
-        self._loop = loop
-        self._interval = interval
-        name = ctypes.util.find_library("c")
-        libc = ctypes.CDLL(name) if name else None
-        self._trim: Callable[[int], int] | None = getattr(libc, "malloc_trim", None)
-        self.trims = 0
-        if self._trim is not None:
-            loop.call_later(interval, self._run)
-
-    def _run(self) -> None:
-        assert self._trim is not None
-        self._trim(0)
-        self.trims += 1
-        self._loop.call_later(self._interval, self._run)
-
-
 def run(serve: Callable[[Lifecycle], Awaitable[None]]) -> int:
     """Run ``serve`` until it returns; SIGTERM/SIGINT ask it to drain. Returns the exit code."""
     install_event_loop_policy()
@@ -87,7 +57,6 @@ def run(serve: Callable[[Lifecycle], Awaitable[None]]) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, lifecycle.request_stop, sig.name)
-        HeapTrimmer(loop)
         await serve(lifecycle)
 
     try:
