@@ -55,6 +55,10 @@ class EndOfIteration:
 
 
 _WRITE, _CLOSE, _WRITE_EOF = range(3)
+# Past this many bytes queued the outbox writes at once: a large body then meets the client's
+# backpressure (pause_writing, which pauses the upstream) within the read that brought it,
+# instead of after the loop read every upstream socket dry into memory.
+_WRITE_AT_ONCE = 64 * 1024
 
 
 class Outbox:
@@ -67,16 +71,20 @@ class Outbox:
     they happen after the writes queued before them.
     """
 
-    __slots__ = ("_end_of_iteration", "_queue")
+    __slots__ = ("_end_of_iteration", "_queue", "_queued")
 
     def __init__(self, end_of_iteration: EndOfIteration) -> None:
         self._end_of_iteration = end_of_iteration
         self._queue: list[tuple[asyncio.WriteTransport, int, bytes]] = []
+        self._queued = 0  # bytes in the queue
 
     def write(self, transport: asyncio.WriteTransport, data: bytes) -> None:
         if not self._queue:
             self._end_of_iteration.defer_send(self._flush)
         self._queue.append((transport, _WRITE, data))
+        self._queued += len(data)
+        if self._queued >= _WRITE_AT_ONCE:
+            self._flush()
 
     def close(self, transport: asyncio.WriteTransport) -> None:
         if not self._queue:
@@ -91,6 +99,7 @@ class Outbox:
     def _flush(self) -> None:
         queue = self._queue
         self._queue = []
+        self._queued = 0
         for transport, action, data in queue:
             if transport.is_closing():
                 continue  # aborted meanwhile: what it still had to say is dropped

@@ -11,7 +11,6 @@ and its first body bytes leave in one send, at the end of the loop iteration.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
 from typing import TYPE_CHECKING, cast
 
 from httptools import (
@@ -112,11 +111,12 @@ class ClientConnection(asyncio.Protocol):
         self.route = route
         self.loop = route.loop
         self.transport: asyncio.Transport | None = None
-        self._parser = HttpRequestParser(self)
+        # Made when the first bytes arrive, so a connection that never speaks costs less.
+        self._parser: HttpRequestParser | None = None
         self._timer = DeadlineTimer(self.loop, self._on_timer, route.timer_clock)
         self.peer = b""
         self.remote_addr = ""
-        self._head = Exchange(self, route)  # the request being parsed while _in_head
+        self._head: Exchange | None = None  # the request being parsed while _in_head
         self._in_head = False
         # When the head being read began: accept for the first request, the first byte of
         # the next one on keep-alive; 0: none begun.
@@ -125,7 +125,7 @@ class ClientConnection(asyncio.Protocol):
         self._receiving: Exchange | None = None
         self._starting: Exchange | None = None
         self.active: Exchange | None = None
-        self._queue: deque[Exchange] = deque()
+        self._queue: list[Exchange] = []  # pipelined: rare and short, a list is smaller
         # Bytes for the client, handed to the outbox together by flush().
         self.out: list[bytes] = []
         self._paused = 0
@@ -187,7 +187,7 @@ class ClientConnection(asyncio.Protocol):
             )
             return
         if self._queue:
-            self.active = self._queue.popleft()
+            self.active = self._queue.pop(0)
             if not self._queue:
                 self.resume_reading(self.PAUSED_BY_PIPELINE)
             self.loop.call_soon(self._start_next)
@@ -240,8 +240,11 @@ class ClientConnection(asyncio.Protocol):
         if self._diverted:
             self._diverted_data(data)
             return
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = HttpRequestParser(self)
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(data)
         except HttpParserUpgrade as upgrade:
             self._upgrade_buffer = bytearray(data[upgrade.args[0] :])
             self._diverted = True
@@ -331,6 +334,7 @@ class ClientConnection(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         if self._in_head:  # more of a target that came in more than one read
             head = self._head
+            assert head is not None
             head.target += url
             head.size += len(url)
             return
@@ -345,6 +349,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         head = self._head
+        assert head is not None
         head.size += len(name) + len(value) + 4
         role = _REQUEST_SPELLINGS.get(name)
         if role is None:
@@ -358,6 +363,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         head = self._head
+        assert head is not None
         self._in_head = False
         self._head_started = 0.0
         self._head_bytes = 0
@@ -365,6 +371,7 @@ class ClientConnection(asyncio.Protocol):
             return  # bytes behind a request that ended the connection
         route = self.route
         parser = self._parser
+        assert parser is not None
         method = head.method = parser.get_method()
         head.is_head = method == b"HEAD"
         # An exchange assumes HTTP/1.1 kept alive; only other requests pay for finding out
@@ -412,6 +419,7 @@ class ClientConnection(asyncio.Protocol):
         """A request other than HTTP/1.1 kept alive: HTTP/1.0 keeps the connection only when
         it asked (llhttp judged that), any other version is refused."""
         parser = self._parser
+        assert parser is not None
         version = parser.get_http_version()
         head.http11 = version == "1.1"
         head.keep_alive = parser.should_keep_alive() and not self.draining
@@ -431,7 +439,8 @@ class ClientConnection(asyncio.Protocol):
             self._receiving = None
             receiving.on_request_failed(error)
             return
-        exchange = self._head if in_head else Exchange(self, self.route)
+        head = self._head
+        exchange = head if in_head and head is not None else Exchange(self, self.route)
         exchange.error = error
         exchange.keep_alive = False
         exchange.request_id = exchange.request_id or self.route.request_ids.next()
