@@ -19,6 +19,7 @@ from sidecars.proxy import errors, http1
 from sidecars.proxy.accesslog import AccessLog
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
+from sidecars.proxy.exchange import Exchange
 from sidecars.proxy.headers import (
     RequestIds,
     connection_listed,
@@ -189,9 +190,9 @@ def test_batched_observations_match_observe() -> None:
 
 
 def test_route_metrics_are_published_once_per_iteration() -> None:
-    deferred: list[Any] = []
-    end_of_iteration = SimpleNamespace(defer=deferred.append)
-    metrics = RouteMetrics("breaker", "tallied", end_of_iteration)  # type: ignore[arg-type]
+    deferred: list[Any] = []  # what the loop was asked to run at the end of the iteration
+    loop = SimpleNamespace(call_soon=deferred.append)
+    metrics = RouteMetrics("breaker", "tallied", EndOfIteration(loop))  # type: ignore[arg-type]
 
     def value(name: str, **labels: str) -> float:
         found = PROXY_METRICS.get_sample_value(
@@ -222,25 +223,35 @@ def test_route_metrics_are_published_once_per_iteration() -> None:
     assert value("sidecar_requests_total", code="200") == 3
 
 
-async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
+def logged_exchange(wire: Any, **fields: Any) -> Exchange:
+    """A real exchange (a compiled class in the compiled build) on a route named payments,
+    from client 10.0.0.1, its head fields set as a parsed request would have them."""
+    connection = wire(NAME="payments").client
+    connection.peer = b"10.0.0.1"
+    exchange = Exchange(connection, connection.route)
+    for name, value in fields.items():
+        setattr(exchange, name, value)
+    return exchange
+
+
+async def test_access_lines_are_json_written_once_per_loop_iteration(wire: Any) -> None:
     stream = io.BytesIO()
     log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
-    exchange = SimpleNamespace(
+    exchange = logged_exchange(
+        wire,
         method=b"GET",
         target=b'/a?q="x"\\\xff\x01',  # what a client may put in a path, escaped in JSON
         request_id=b"r-1",
         request_id_given=False,
         user_agent=b"ua \x7f",
-        route=SimpleNamespace(json_name=b'"payments"'),
         attempt=2,
         bytes_sent=10,
-        client=SimpleNamespace(peer=b"10.0.0.1"),
         span_id=b"",  # trace context off
     )
-    log.write(exchange, 200, 0.0012345678)  # type: ignore[arg-type]
+    log.write(exchange, 200, 0.0012345678)
     exchange.user_agent = None
     exchange.request_id, exchange.request_id_given = b'client "id"\\', True
-    log.write(exchange, 503, 0.5)  # type: ignore[arg-type]
+    log.write(exchange, 503, 0.5)
     assert stream.getvalue() == b""
     await asyncio.sleep(0)
     first, second = [orjson.loads(line) for line in stream.getvalue().splitlines()]
@@ -261,25 +272,24 @@ async def test_access_lines_are_json_written_once_per_loop_iteration() -> None:
     assert second["timestamp"] == first["timestamp"]
 
 
-async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
+async def test_repeated_user_agents_are_escaped_once_and_stay_bounded(wire: Any) -> None:
     stream = io.BytesIO()
     log = AccessLog(EndOfIteration(asyncio.get_running_loop()), "breaker", stream)
-    exchange = SimpleNamespace(
+    exchange = logged_exchange(
+        wire,
         method=b"GET",
         target=b"/",
         request_id=b"r",
         request_id_given=False,
         user_agent=b"",
-        route=SimpleNamespace(json_name=b'"up"'),
         attempt=1,
         bytes_sent=0,
-        client=SimpleNamespace(peer=b"10.0.0.1"),
         span_id=b"",
     )
     agents = [b'agent "%d"' % n for n in range(300)] + [b'agent "0"']
     for agent in agents:
         exchange.user_agent = agent
-        log.write(exchange, 200, 0.001)  # type: ignore[arg-type]
+        log.write(exchange, 200, 0.001)
     await asyncio.sleep(0)
     lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
     assert [line["user_agent"] for line in lines] == [agent.decode() for agent in agents]
