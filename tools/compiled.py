@@ -4,11 +4,12 @@ they would shadow every later edit of the modules they come from).
 
     python -m tools.compiled            # build (or reuse) build/compiled, print its path
 
-The copy holds the package, the tests and the benchmarks; it is rebuilt only when a source
-file, ``setup.py`` or the Python version changed (what a run leaves behind, such as
-``bench/results``, caches and hypothesis databases, is neither copied nor hashed). Run things
-from it with ``cwd`` set to it (``python -m`` puts the working directory first on
-``sys.path``) or with ``PYTHONPATH`` naming it and ``PYTHONSAFEPATH=1``.
+The copy holds the package, the tests and the benchmarks. It is compiled again only when a
+file of the package, ``setup.py``, ``pyproject.toml`` or the Python version changed; the
+tests, benchmarks and examples are brought up to date at every call (what a run leaves
+behind, such as ``bench/results``, caches and hypothesis databases, is neither copied nor
+hashed). Run things from it with ``cwd`` set to it (``python -m`` puts the working
+directory first on ``sys.path``) or with ``PYTHONPATH`` naming it and ``PYTHONSAFEPATH=1``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 COMPILED_DIR = REPO_DIR / "build" / "compiled"
-COPIED = ("sidecars", "tests", "bench", "examples", "setup.py", "pyproject.toml", "README.md")
+BUILT = ("sidecars", "setup.py", "pyproject.toml", "README.md")  # what the build reads
+RUN = ("tests", "bench", "examples")  # what runs against the build
 _STAMP = ".sources-hash"
 # What runs leave in the copied directories: results, caches, bytecode, build output.
 _NOT_SOURCES = frozenset(
@@ -35,14 +37,14 @@ class CompileError(RuntimeError):
     """The compiled build failed (its output is in the message)."""
 
 
-def source_files() -> list[Path]:
-    """The files copied and hashed, relative to the repository."""
+def source_files(names: tuple[str, ...], root: Path = REPO_DIR) -> list[Path]:
+    """The source files under ``names`` in ``root`` (the repository), relative to it."""
     found: list[Path] = []
-    for name in COPIED:
-        path = REPO_DIR / name
+    for name in names:
+        path = root / name
         files = [path] if path.is_file() else sorted(path.rglob("*"))
         for file in files:
-            relative = file.relative_to(REPO_DIR)
+            relative = file.relative_to(root)
             if (
                 file.is_file()
                 and _NOT_SOURCES.isdisjoint(relative.parts)
@@ -64,16 +66,32 @@ def sources_hash(files: list[Path]) -> str:
 def compiled_tree() -> Path:
     """``build/compiled``: the repository's sources with the compiled modules beside them,
     and every module compiled to bytecode (as pip does in the images)."""
-    files = source_files()
-    wanted = sources_hash(files)
+    built = source_files(BUILT)
+    wanted = sources_hash(built)
     stamp = COMPILED_DIR / _STAMP
-    if stamp.exists() and stamp.read_text() == wanted:
-        return COMPILED_DIR
-    shutil.rmtree(COMPILED_DIR, ignore_errors=True)
-    COMPILED_DIR.mkdir(parents=True)
+    if not (stamp.exists() and stamp.read_text() == wanted):
+        shutil.rmtree(COMPILED_DIR, ignore_errors=True)
+        _copy(built)
+        _compile()
+        stamp.write_text(wanted)
+    run = source_files(RUN)
+    for gone in set(source_files(RUN, COMPILED_DIR)) - set(run):
+        (COMPILED_DIR / gone).unlink()
+    _copy(run)
+    return COMPILED_DIR
+
+
+def _copy(files: list[Path]) -> None:
+    """Copy what is missing or differs (a file in use by a running test stays untouched)."""
     for relative in files:
-        (COMPILED_DIR / relative).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_DIR / relative, COMPILED_DIR / relative)
+        source, copy = REPO_DIR / relative, COMPILED_DIR / relative
+        if copy.exists() and copy.read_bytes() == source.read_bytes():
+            continue
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, copy)
+
+
+def _compile() -> None:
     env = {**os.environ, "SIDECARS_COMPILE": "1"}
     jobs = str(os.cpu_count() or 1)  # one C compile per group (setup.py's COMPILED_GROUPS)
     for command in (
@@ -85,8 +103,6 @@ def compiled_tree() -> Path:
         )
         if done.returncode != 0:
             raise CompileError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-    stamp.write_text(wanted)
-    return COMPILED_DIR
 
 
 def main() -> None:
