@@ -6,7 +6,7 @@ they would shadow every later edit of the modules they come from).
 
 The copy holds the package, the tests and the benchmarks. It is compiled again only when a
 file of the package, ``setup.py``, ``pyproject.toml`` or the Python version changed; the
-tests, benchmarks and examples are brought up to date at every call (what a run leaves
+tests, benchmarks, examples and README are brought up to date at every call (what a run leaves
 behind, such as ``bench/results``, caches and hypothesis databases, is neither copied nor
 hashed). Run things from it with ``cwd`` set to it (``python -m`` puts the working
 directory first on ``sys.path``) or with ``PYTHONPATH`` naming it and ``PYTHONSAFEPATH=1``.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 REPO_DIR = Path(__file__).resolve().parent.parent
 COMPILED_DIR = REPO_DIR / "build" / "compiled"
-BUILT = ("sidecars", "setup.py", "pyproject.toml", "README.md")  # what the build reads
-RUN = ("tests", "bench", "examples")  # what runs against the build
+BUILT = ("sidecars", "setup.py", "pyproject.toml")  # what the compiler reads
+RUN = ("tests", "bench", "examples", "README.md")  # what runs against it, and the README
 _STAMP = ".sources-hash"
 # What runs leave in the copied directories: results, caches, bytecode, build output.
 _NOT_SOURCES = frozenset(
