@@ -3,7 +3,7 @@
 # system Python); nothing here needs Docker except `images`.
 #   make demo         install the package, run the example stack as local processes for 60 s
 #   make test         install what the tests need (Debian packages, test extras), run the suite,
-#                     then the log tests again on the compiled build the images ship
+#                     then the log and proxy tests again on the compiled build the images ship
 #   make lint         ruff, mypy (strict) and hadolint
 #   make images       the four images (needs a Docker engine with BuildKit)
 #   make images-test  build the four images with buildah and run each with podman
@@ -43,9 +43,12 @@ test: deps
 	$(PY) -m pytest
 	$(MAKE) test-compiled
 
-# The log adapter's per-line modules compiled by mypyc (setup.py), in a copy under build/
-# (tools/compiled.py), and every log test run there against them.
-COMPILED_TESTS := tests/unit/logs tests/unit/logs_io tests/integration/logs
+# The log adapter's per-line and the proxy engine's per-request modules compiled by mypyc
+# (setup.py), in a copy under build/ (tools/compiled.py), and every log and proxy test run
+# there against them (tests/integration/logs/test_build.py fails if one imports as Python).
+COMPILED_TESTS := tests/unit/logs tests/unit/logs_io tests/integration/logs \
+	tests/unit/policies tests/unit/proxy $(addprefix tests/integration/,proxy breaker \
+	ambassador canary clusters faults overload)
 
 test-compiled:
 	cd "$$($(PY) -m tools.compiled)" && SIDECARS_EXPECT_COMPILED=1 $(PY) -m pytest $(COMPILED_TESTS)

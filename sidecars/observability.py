@@ -9,7 +9,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any, TextIO
+from typing import Any, Generic, TextIO, TypeVar
 
 import orjson
 import structlog
@@ -483,6 +483,20 @@ class EndpointCollector:
 
 EndpointSample = tuple[str, str, dict[str, int], list[tuple[str, int, int, int]]]
 ENDPOINTS = EndpointCollector()
+
+_Owner = TypeVar("_Owner")
+
+
+class WeakHandle(Generic[_Owner]):
+    """What a process-wide registry (a WeakSet read at scrape time) holds for an object of a
+    class mypyc compiles, as compiled classes take no weak references: the owner keeps its
+    handle, so the handle goes when the owner is collected."""
+
+    __slots__ = ("__weakref__", "owner")
+
+    def __init__(self, owner: _Owner) -> None:
+        self.owner = owner
+
 PROXY_METRICS.register(ENDPOINTS)
 
 

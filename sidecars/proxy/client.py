@@ -340,7 +340,7 @@ class ClientConnection(asyncio.Protocol):
             return
         self._in_head = True
         head = self._head
-        if head is not None and head.reusable:  # the previous request ended cleanly: its exchange serves this one
+        if head is not None and head.reusable:  # the previous request ended cleanly: reused
             head.reset()
         else:  # still busy (pipelined requests wait behind it), or not used yet
             self._head = head = Exchange(self, self.route)

@@ -156,7 +156,8 @@ class Cluster:
         # Why the last lookup of a name failed ("" when none did): the answer's detail while
         # the cluster has no endpoint.
         self.discovery_error = ""
-        CLUSTERS.add(self)
+        self._handle = obs.WeakHandle(self)
+        CLUSTERS.add(self._handle)
 
     # -- the request path -------------------------------------------------------------------
 
@@ -306,11 +307,12 @@ class Cluster:
 
 
 # Every cluster of the process, for the scrape-time endpoint metrics (observability).
-CLUSTERS: weakref.WeakSet[Cluster] = weakref.WeakSet()
+CLUSTERS: weakref.WeakSet[obs.WeakHandle[Cluster]] = weakref.WeakSet()
 
 
 def _samples() -> Iterator[obs.EndpointSample]:
-    for cluster in list(CLUSTERS):
+    for handle in list(CLUSTERS):
+        cluster = handle.owner
         yield (
             cluster.sidecar,
             cluster.name,

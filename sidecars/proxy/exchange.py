@@ -68,7 +68,7 @@ CLIENT_GONE = 499
 NO_RESPONSE = 444
 
 
-class IllegalTransition(RuntimeError):
+class IllegalTransition(Exception):
     """The exchange was told to move where its state machine does not go: a bug."""
 
 

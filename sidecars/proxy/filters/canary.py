@@ -69,7 +69,8 @@ class CanaryFilter(Filter):
         self._weight_gauge = obs.CANARY_WEIGHT.labels(*base)
         self._weight_gauge.set(self.weight)
         self._task: asyncio.Task[None] | None = None
-        FILTERS.add(self)
+        self._handle = obs.WeakHandle(self)
+        FILTERS.add(self._handle)
         # Told of every transition this replica makes itself (the shared state's news), with
         # whether an operator made it (it then wins over what other replicas did meanwhile).
         self.on_local_transition: Callable[[bool], None] | None = None
@@ -198,11 +199,12 @@ def _header_value(lines: list[bytes], name: bytes) -> bytes | None:
 
 
 # Every canary filter of the process, for the scrape-time request counts (observability).
-FILTERS: weakref.WeakSet[CanaryFilter] = weakref.WeakSet()
+FILTERS: weakref.WeakSet[obs.WeakHandle[CanaryFilter]] = weakref.WeakSet()
 
 
 def _samples() -> Iterator[obs.CanarySample]:
-    for canary in list(FILTERS):
+    for handle in list(FILTERS):
+        canary = handle.owner
         yield canary.sidecar, canary.upstream, dict(canary.counts)
 
 

@@ -1,20 +1,39 @@
 """Which build the tests run: the pure-Python package (the everyday run) or the compiled copy
-that ``make test-compiled`` builds (``tools.compiled``), where every log test runs again. A
-compiled run that silently fell back to the Python modules would test nothing new, and a
-stray extension module in the working tree would shadow every edit: both fail here."""
+that ``make test-compiled`` builds (``tools.compiled``), where every log and proxy test runs
+again. A compiled run in which any module of ``setup.py``'s ``COMPILED_MODULES`` silently fell
+back to Python would test less than it claims, and a stray extension module in the working
+tree would shadow every edit: both fail here."""
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 from logadapter_support import StartAdapter, forward_env
 
 from sidecars.logs import build_kind, normalise, processor, timestamps
 
 EXPECTED = "compiled" if os.environ.get("SIDECARS_EXPECT_COMPILED") == "1" else "pure Python"
+SETUP_PY = Path(__file__).resolve().parents[3] / "setup.py"
+
+
+def compiled_modules() -> list[str]:
+    """``setup.py``'s ``COMPILED_MODULES`` as module names (from its ``COMPILED_GROUPS``
+    literal: importing setup.py would run the build)."""
+    for node in ast.parse(SETUP_PY.read_text()).body:
+        if isinstance(node, ast.Assign) and ast.unparse(node.targets[0]) == "COMPILED_GROUPS":
+            groups: dict[str, list[str]] = ast.literal_eval(node.value)
+            paths = [path for modules in groups.values() for path in modules]
+            return [
+                path.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+                for path in paths
+            ]
+    raise AssertionError(f"no COMPILED_GROUPS in {SETUP_PY}")
 
 
 def test_the_test_process_runs_the_expected_build() -> None:
@@ -22,6 +41,18 @@ def test_the_test_process_runs_the_expected_build() -> None:
     compiled = tuple(EXTENSION_SUFFIXES)
     for module in (processor, normalise, timestamps):
         assert (module.__file__ or "").endswith(compiled) == (EXPECTED == "compiled")
+
+
+def test_every_module_listed_for_compiling_imports_as_the_expected_build() -> None:
+    names = compiled_modules()
+    assert "sidecars.proxy.exchange" in names and "sidecars.logs.processor" in names
+    files = {name: importlib.import_module(name).__file__ or "" for name in names}
+    wrong = sorted(
+        name
+        for name, file in files.items()
+        if file.endswith(tuple(EXTENSION_SUFFIXES)) != (EXPECTED == "compiled")
+    )
+    assert not wrong, f"not the {EXPECTED} build: {', '.join(f'{n} ({files[n]})' for n in wrong)}"
 
 
 def test_the_sidecar_process_runs_the_expected_build() -> None:

@@ -8,7 +8,6 @@ import json
 import math
 import os
 import threading
-from types import SimpleNamespace
 from typing import Any
 
 import orjson
@@ -20,6 +19,7 @@ from sidecars.proxy import errors, http1
 from sidecars.proxy.accesslog import AccessLog, StdoutThread
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
+from sidecars.proxy.exchange import Exchange
 from sidecars.proxy.headers import (
     RequestIds,
     connection_listed,
@@ -271,43 +271,50 @@ class MemoryOutput:
         return [orjson.loads(line) for line in self.data.splitlines()]
 
 
-def exchange_like(**fields: Any) -> SimpleNamespace:
+def exchange_like(wire: Any, name: str = "up", **fields: Any) -> Exchange:
+    """A real exchange (a compiled class in the compiled build: no stand-in passes its type
+    checks) on a route called ``name``, from client 10.0.0.1, its head fields set as a parsed
+    request would have them."""
+    connection = wire(NAME=name).client
+    connection.peer = b"10.0.0.1"
+    exchange = Exchange(connection, connection.route)
     values: dict[str, Any] = {
         "method": b"GET",
         "target": b"/",
         "request_id": b"r",
         "request_id_given": False,
         "user_agent": None,
-        "route": SimpleNamespace(json_name=b'"up"'),
         "attempt": 1,
         "bytes_sent": 0,
-        "client": SimpleNamespace(peer=b"10.0.0.1"),
         "span_id": b"",  # trace context off
     }
     values.update(fields)
-    return SimpleNamespace(**values)
+    for field, value in values.items():
+        setattr(exchange, field, value)
+    return exchange
 
 
 def access_log(output: MemoryOutput, timers: FakeLoop, **options: Any) -> AccessLog:
     end_of_iteration = EndOfIteration(asyncio.get_running_loop())
-    return AccessLog(end_of_iteration, timers, "breaker", output, **options)  # type: ignore[arg-type]
+    return AccessLog(end_of_iteration, timers, "breaker", output, **options)
 
 
-async def test_access_lines_are_json_and_share_their_iteration_s_timestamp() -> None:
+async def test_access_lines_are_json_and_share_their_iteration_s_timestamp(wire: Any) -> None:
     output, timers = MemoryOutput(), FakeLoop()
     log = access_log(output, timers)
     exchange = exchange_like(
+        wire,
+        name="payments",
         target=b'/a?q="x"\\\xff\x01',  # what a client may put in a path, escaped in JSON
         request_id=b"r-1",
         user_agent=b"ua \x7f",
-        route=SimpleNamespace(json_name=b'"payments"'),
         attempt=2,
         bytes_sent=10,
     )
-    log.write(exchange, 200, 0.0012345678)  # type: ignore[arg-type]
+    log.write(exchange, 200, 0.0012345678)
     exchange.user_agent = None
     exchange.request_id, exchange.request_id_given = b'client "id"\\', True
-    log.write(exchange, 503, 0.5)  # type: ignore[arg-type]
+    log.write(exchange, 503, 0.5)
     log.flush()
     first, second = output.lines()
     assert first["path"] == '/a?q="x"\\\ufffd\x01'
@@ -327,27 +334,27 @@ async def test_access_lines_are_json_and_share_their_iteration_s_timestamp() -> 
     assert second["timestamp"] == first["timestamp"]
 
 
-async def test_repeated_user_agents_are_escaped_once_and_stay_bounded() -> None:
+async def test_repeated_user_agents_are_escaped_once_and_stay_bounded(wire: Any) -> None:
     output = MemoryOutput()
     log = access_log(output, FakeLoop())
-    exchange = exchange_like()
+    exchange = exchange_like(wire)
     agents = [b'agent "%d"' % n for n in range(300)] + [b'agent "0"']
     for agent in agents:
         exchange.user_agent = agent
-        log.write(exchange, 200, 0.001)  # type: ignore[arg-type]
+        log.write(exchange, 200, 0.001)
     log.flush()
     assert [line["user_agent"] for line in output.lines()] == [a.decode() for a in agents]
     assert len(log._user_agents) <= 256
 
 
-async def test_access_lines_wait_for_the_flush_interval_then_go_after_the_sends() -> None:
+async def test_access_lines_wait_for_the_flush_interval_then_go_after_the_sends(wire: Any) -> None:
     output, timers = MemoryOutput(), FakeLoop()
     clock = iter([1000.25, 1000.5, 1000.75])
     log = access_log(output, timers, flush_interval=0.1, wall_clock=lambda: next(clock))
-    log.write(exchange_like(request_id=b"a"), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(wire, request_id=b"a"), 200, 0.001)
     await asyncio.sleep(0)  # the iteration ends: the timer is armed, nothing written yet
     assert (output.data, [when for when, _ in timers.handles]) == (b"", [0.1])
-    log.write(exchange_like(request_id=b"b"), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(wire, request_id=b"b"), 200, 0.001)
     await asyncio.sleep(0)
     assert timers.armed == 1  # one timer for the buffer, not one per iteration
     timers.advance(0.099)
@@ -363,11 +370,11 @@ async def test_access_lines_wait_for_the_flush_interval_then_go_after_the_sends(
     assert timers.armed == 1  # an empty buffer arms no timer
 
 
-async def test_a_full_access_buffer_is_written_at_the_end_of_the_iteration() -> None:
+async def test_a_full_access_buffer_is_written_at_the_end_of_the_iteration(wire: Any) -> None:
     output, timers = MemoryOutput(), FakeLoop()
     log = access_log(output, timers, buffer_size=300)
-    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
-    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(wire), 200, 0.001)
+    log.write(exchange_like(wire), 200, 0.001)
     assert output.data == b""
     await asyncio.sleep(0)
     assert len(output.lines()) == 2 and timers.armed == 0
@@ -382,24 +389,26 @@ async def test_the_iteration_s_sends_go_before_its_bookkeeping() -> None:
     assert order == ["send", "bookkeeping"]
 
 
-async def test_lines_the_output_refuses_are_counted_and_reported_when_it_takes_again() -> None:
+async def test_lines_the_output_refuses_are_counted_and_reported_when_it_takes_again(
+    wire: Any,
+) -> None:
     output, timers = MemoryOutput(), FakeLoop()
     log = access_log(output, timers)
     labels = {"sidecar": "breaker", "reason": "stdout_full"}
     before = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) or 0
     output.full = True
     for _ in range(3):
-        log.write(exchange_like(request_id=b"lost"), 200, 0.001)  # type: ignore[arg-type]
+        log.write(exchange_like(wire, request_id=b"lost"), 200, 0.001)
     log.flush()
     assert PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) == before + 3
     output.full = False
-    log.write(exchange_like(request_id=b"kept"), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(wire, request_id=b"kept"), 200, 0.001)
     log.flush()
     report, line = output.lines()
     assert (report["event"], report["level"], report["lines"]) == ("access_log_dropped", "warn", 3)
     assert (report["sidecar"], report["logger"]) == ("breaker", "sidecars.proxy.access")
     assert (line["event"], line["request_id"]) == ("access", "kept")
-    log.write(exchange_like(), 200, 0.001)  # type: ignore[arg-type]
+    log.write(exchange_like(wire), 200, 0.001)
     log.flush()
     assert [line["event"] for line in output.lines()] == ["access_log_dropped", "access", "access"]
 
