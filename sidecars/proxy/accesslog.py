@@ -253,8 +253,8 @@ class StdoutThread:
         self._pending = 0  # bytes queued or being written
         self._closing = False
         self._write_errors = obs.ACCESS_LOG_DROPPED.labels(sidecar, "write_error")
-        self._thread = threading.Thread(target=self._run, name="access-log", daemon=True)
-        self._thread.start()
+        self._writer = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._writer.start()
 
     def put(self, data: bytes) -> bool:
         with self._ready:
@@ -269,7 +269,7 @@ class StdoutThread:
         with self._ready:
             self._closing = True
             self._ready.notify()
-        self._thread.join(timeout)
+        self._writer.join(timeout)
         with self._ready:
             return self._pending
 
