@@ -20,8 +20,15 @@ LOADED = (
 )
 
 
+def attributes(cls: type) -> tuple[str, ...]:
+    """A class's own fields: ``__slots__``, or in the compiled build (mypyc's native classes
+    have none) ``__mypyc_attrs__``, which lists the inherited ones too."""
+    names: tuple[str, ...] = getattr(cls, "__mypyc_attrs__", None) or cls.__slots__
+    return names
+
+
 def slots() -> list[str]:
-    names = [*Exchange.__slots__, *RequestHead.__slots__]
+    names = list(dict.fromkeys([*attributes(Exchange), *attributes(RequestHead)]))
     assert len(names) > 40  # every field, not an empty list that would prove nothing
     return names
 
