@@ -23,8 +23,7 @@ LOADED = (
 def attributes(cls: type) -> tuple[str, ...]:
     """A class's own fields: ``__slots__``, or in the compiled build (mypyc's native classes
     have none) ``__mypyc_attrs__``, which lists the inherited ones too."""
-    names: tuple[str, ...] = getattr(cls, "__mypyc_attrs__", None) or cls.__slots__
-    return names
+    return tuple(vars(cls).get("__mypyc_attrs__") or vars(cls)["__slots__"])
 
 
 def slots() -> list[str]:
