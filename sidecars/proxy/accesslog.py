@@ -216,11 +216,12 @@ class AccessLog:
         self._dropped_total.inc(len(lines))
         self._timer = self._timers.call_later(self._flush_interval, self._timer_fired)
 
-    def close(self) -> int:
+    def close(self) -> tuple[int, int]:
         """Write every line still buffered (at exit): the number of bytes that could not be
-        written within CLOSE_TIMEOUT (stdout stuck)."""
+        written within CLOSE_TIMEOUT (stdout stuck), and of lines the output refused and
+        that no later ``access_log_dropped`` line will report."""
         self.flush()
-        return self._output.close(CLOSE_TIMEOUT)
+        return self._output.close(CLOSE_TIMEOUT), self._dropped
 
     def _envelope(self, level: bytes) -> bytes:
         now = self._wall_clock()
@@ -258,7 +259,11 @@ class StdoutThread:
 
     def put(self, data: bytes) -> bool:
         with self._ready:
-            if self._pending + len(data) > self._max_pending:
+            if self._closing:
+                return False  # the writer is gone: counted as dropped, reported at exit
+            # One batch larger than the bound is taken when nothing waits: refusing it would
+            # drop it on a healthy stdout.
+            if self._pending and self._pending + len(data) > self._max_pending:
                 return False
             self._queue.append(data)
             self._pending += len(data)

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from sidecars.proxy.shared_state import SharedCircuitState, SharedRollout
 
 log = get_logger("sidecars.proxy")
+# How long requests cut at the end of the drain may take to be logged (see run()).
+_CUT_SETTLE = 1.0
 
 
 async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
@@ -106,6 +108,9 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     for route in routes:
         await route.stop()
         route.close()
+    # The requests cut there end as their connections' losses are seen, a loop iteration or
+    # two later: their access lines (status 499) are written before the log is closed.
+    await wait_drained(lambda: sum(route.in_flight for route in routes), _CUT_SETTLE)
     for state in shared:
         await state.close()
     await admin_server.close()
@@ -132,8 +137,8 @@ def _access_log(
 def _close_access_log(access_log: AccessLog, sidecar: str) -> None:
     """The lines still buffered are written before exit; if stdout takes nothing for
     CLOSE_TIMEOUT, the loss is reported on stderr (stdout is what is stuck)."""
-    unwritten = access_log.close()
-    if unwritten:
+    unwritten, dropped = access_log.close()
+    if unwritten or dropped:
         print(
             orjson.dumps(
                 {
@@ -143,6 +148,7 @@ def _close_access_log(access_log: AccessLog, sidecar: str) -> None:
                     "logger": "sidecars.proxy.access",
                     "event": "access_log_unwritten",
                     "bytes": unwritten,
+                    "lines_dropped": dropped,
                 }
             ).decode(),
             file=sys.stderr,

@@ -159,3 +159,25 @@ async def test_a_stdout_nobody_reads_loses_counted_lines_and_never_blocks_servin
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_request_cut_by_the_drain_timeout_is_logged_before_exit(
+    backend: Any, proxies: Callable[..., Any], connect: Any
+) -> None:
+    # The upstream answers in a minute; the drain waits 0.2 s, then cuts the request: its
+    # access line (499, the client never got an answer) is still written before exit.
+    proxy = proxies({"BREAKER_UPSTREAM": backend.url, "SIDECAR_DRAIN_TIMEOUT": "0.2s"})
+    connection = await connect(proxy.port)
+    await connection.send(b"GET /slow?delay=60 HTTP/1.1\r\nHost: a\r\nX-Request-Id: cut\r\n\r\n")
+
+    def dialled() -> bool:
+        text = proxy.sidecar.metrics()
+        return metric_value(text, "sidecar_upstream_connections_opened_total") >= 1
+
+    await eventually(dialled, "the request sent upstream")
+    assert await asyncio.to_thread(proxy.sidecar.terminate) == 0
+    drained = [event for event in proxy.sidecar.log_events() if event["event"] == "drained"]
+    assert [event["cut"] for event in drained] == [1]
+    assert [(line["request_id"], line["status"]) for line in proxy.events("access")] == [
+        ("cut", 499)
+    ]

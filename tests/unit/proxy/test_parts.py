@@ -4,6 +4,7 @@ the access log."""
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import math
 import os
@@ -467,3 +468,13 @@ async def test_the_outbox_writes_at_the_end_of_the_iteration_in_order() -> None:
     assert log == []
     await asyncio.sleep(0)
     assert log == ["a write 1", "b write 2", "a close", "b eof"]
+
+
+def test_the_writer_takes_one_batch_over_its_bound_and_nothing_once_closed() -> None:
+    stream = io.BytesIO()
+    output = StdoutThread("breaker", max_pending=1000, stream=stream)
+    batch = b"x" * 4999 + b"\n"  # one busy iteration's lines, more than the bound
+    assert output.put(batch)  # nothing waits: taken, not dropped on a healthy stdout
+    assert output.close(10.0) == 0
+    assert not output.put(b"late\n")  # the writer is gone: refused, so counted as dropped
+    assert stream.getvalue() == batch
