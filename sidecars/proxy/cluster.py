@@ -146,8 +146,8 @@ class Cluster:
         # What pick() chooses from: the endpoints that may take traffic, or every member when
         # too few may (panic mode).
         self._pickable: list[Endpoint] = []
-        # The one endpoint pick() can only choose (one pickable, none ejected to return):
-        # the exchange takes it without a call; None otherwise.
+        # The one endpoint pick() can only choose (one pickable, none ejected to return),
+        # taken without a balancer; None otherwise.
         self.sole: Endpoint | None = None
         self.serving = False  # some endpoint is healthy and not ejected
         self._ejected = 0
@@ -163,6 +163,16 @@ class Cluster:
 
     def pick(self, tried: Sequence[Endpoint] | None) -> Endpoint | None:
         """The endpoint for the next attempt, not one of ``tried`` when another is left."""
+        endpoint = self.sole  # the common cluster of one: nothing to weigh or return
+        if endpoint is None:
+            endpoint = self._choose(tried)
+            if endpoint is None:
+                return None
+        endpoint.in_flight += 1
+        endpoint.requests += 1
+        return endpoint
+
+    def _choose(self, tried: Sequence[Endpoint] | None) -> Endpoint | None:
         if self._ejected and self.clock() >= self._next_return:
             self._return_ejected()
         candidates = self._pickable
@@ -172,14 +182,8 @@ class Cluster:
                 candidates = rest
         count = len(candidates)
         if count == 1:
-            endpoint = candidates[0]
-        elif count:
-            endpoint = self._balancer.choose(candidates)
-        else:
-            return None
-        endpoint.in_flight += 1
-        endpoint.requests += 1
-        return endpoint
+            return candidates[0]
+        return self._balancer.choose(candidates) if count else None
 
     # -- membership -------------------------------------------------------------------------
 

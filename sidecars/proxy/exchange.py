@@ -327,18 +327,10 @@ class Exchange(RequestHead):
             per_try = route.per_try_timeout
             budget = remaining if per_try is None or per_try > remaining else per_try
         head_deadline = route.timer_clock() + budget
-        cluster = self.cluster
-        endpoint = cluster.sole
-        if endpoint is not None:
-            # Cluster.pick() of its only endpoint, inlined on the per-request path.
-            endpoint.in_flight += 1
-            endpoint.requests += 1
-            self.endpoint = endpoint
-        else:
-            endpoint = self.endpoint = cluster.pick(self.tried)
+        endpoint = self.endpoint = self.cluster.pick(self.tried)
         if endpoint is None:
             # No endpoint at all: the names of the cluster did not resolve (yet).
-            self._attempt_failed(None, "dns", sent=False, detail=cluster.discovery_error)
+            self._attempt_failed(None, "dns", sent=False, detail=self.cluster.discovery_error)
             return
         for attempt_hook in route.chain.attempt_hooks:
             instead = attempt_hook(self)

@@ -84,6 +84,27 @@ class Answer:
 CUT = Answer(None)
 
 
+class Refusals:
+    """The answers refusing with ``error``, by Retry-After seconds: one object each, not one
+    per refused request (at most ``kept``; past it the cache starts again)."""
+
+    __slots__ = ("_answers", "_error", "_kept")
+
+    def __init__(self, error: SidecarError, kept: int = 64) -> None:
+        self._error = error
+        self._kept = kept
+        self._answers: dict[int, Answer] = {}
+
+    def get(self, retry_after: int) -> Answer:
+        answers = self._answers
+        answer = answers.get(retry_after)
+        if answer is None:
+            if len(answers) >= self._kept:
+                answers.clear()
+            answer = answers[retry_after] = Answer(self._error, retry_after)
+        return answer
+
+
 class Delay:
     """``on_attempt``'s verdict to hold the attempt ``seconds`` before it goes on. With
     ``in_attempt`` the time counts in the attempt (its deadline and its duration, as a slow

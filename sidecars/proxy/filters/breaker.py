@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecars.policies.breaker import CircuitBreaker
 from sidecars.proxy import errors
-from sidecars.proxy.filters import Answer, Filter
+from sidecars.proxy.filters import Answer, Filter, Refusals
 
 if TYPE_CHECKING:
     from sidecars.policies.retry import RetryDecision
@@ -19,10 +19,6 @@ if TYPE_CHECKING:
     from sidecars.proxy.connection import Connection
     from sidecars.proxy.exchange import Exchange
     from sidecars.proxy.metrics import RouteMetrics
-
-
-# Refusal answers kept (an open period counts its Retry-After down one second at a time).
-_REFUSALS_KEPT = 64
 
 
 class BreakerFilter(Filter):
@@ -40,9 +36,7 @@ class BreakerFilter(Filter):
         self.cluster = cluster
         self.fallback = fallback
         self.times_calls = breaker.times_calls
-        # The open circuit's answers, by Retry-After seconds: one object each, not one per
-        # refused request.
-        self._refusals: dict[int, Answer] = {}
+        self._refusals = Refusals(errors.CIRCUIT_OPEN)  # the open circuit's answers
 
     def on_request(self, exchange: Exchange) -> Answer | Cluster | None:
         if exchange.cluster is not self.cluster:
@@ -55,13 +49,7 @@ class BreakerFilter(Filter):
         fallback = self.fallback
         if fallback is None:
             # Whole seconds rounded up, at least 1 (cheaper than max(1, math.ceil(...))).
-            retry_after = int(-(-self.breaker.retry_after() // 1)) or 1
-            answer = self._refusals.get(retry_after)
-            if answer is None:
-                if len(self._refusals) >= _REFUSALS_KEPT:
-                    self._refusals.clear()
-                answer = self._refusals[retry_after] = Answer(errors.CIRCUIT_OPEN, retry_after)
-            return answer
+            return self._refusals.get(int(-(-self.breaker.retry_after() // 1)) or 1)
         self.metrics.fallback_requests.inc()
         return fallback
 

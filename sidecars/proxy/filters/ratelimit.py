@@ -17,7 +17,7 @@ from sidecars import observability as obs
 from sidecars.policies.ratelimit import TokenBucket
 from sidecars.policies.window import Clock
 from sidecars.proxy import errors
-from sidecars.proxy.filters import PARK, Answer, Filter
+from sidecars.proxy.filters import PARK, Answer, Filter, Refusals
 from sidecars.proxy.filters.concurrency import Rejections
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ class RateLimitFilter(Filter):
         self.rejections = Rejections("rate_limit_rejections", upstream, lambda _: counter, clock)
         self.fallbacks = obs.RATE_LIMIT_FALLBACK.labels(sidecar, upstream)
         self.admitted = 0
-        self._answers: dict[int, Answer] = {}
+        self._refusals = Refusals(errors.RATE_LIMITED)
         self.rate = rate.per_second
         self.shared: SharedRateLimit | None = None  # set when P_RATE_LIMIT_REDIS_URL is
         self._decisions: set[asyncio.Task[None]] = set()
@@ -102,11 +102,7 @@ class RateLimitFilter(Filter):
 
     def rejected(self, wait: float) -> Answer:
         self.rejections.rejected("rate_limited")
-        seconds = retry_after(wait)
-        answer = self._answers.get(seconds)
-        if answer is None:
-            answer = self._answers[seconds] = Answer(errors.RATE_LIMITED, seconds)
-        return answer
+        return self._refusals.get(retry_after(wait))
 
     def status(self) -> dict[str, Any] | None:
         settings = self.settings
