@@ -21,10 +21,19 @@ from typing import Any
 LOOPBACK = "127.0.0.1"
 
 
+_PORTS_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port not given before in this test process: the kernel may hand a
+    port just closed out again, and two settings of one sidecar would then name the same."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind((LOOPBACK, 0))
+            port = int(sock.getsockname()[1])
+        if port not in _PORTS_GIVEN:
+            _PORTS_GIVEN.add(port)
+            return port
 
 
 def port_open(port: int, host: str = LOOPBACK) -> bool:
