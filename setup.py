@@ -83,6 +83,7 @@ COMPILED_GROUPS = {
         "sidecars/proxy/metrics.py",
         "sidecars/proxy/pool.py",
         "sidecars/proxy/request.py",
+        "sidecars/proxy/route.py",
         "sidecars/proxy/tcp.py",
         "sidecars/proxy/timer.py",
         "sidecars/proxy/upstream.py",

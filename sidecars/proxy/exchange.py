@@ -32,15 +32,13 @@ from sidecars.proxy.request import RequestHead
 from sidecars.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from sidecars.policies.breaker import Permit
     from sidecars.policies.faults import Fault
     from sidecars.policies.retry import RetryDecision
     from sidecars.proxy.client import ClientConnection
     from sidecars.proxy.cluster import Cluster, Endpoint
     from sidecars.proxy.connection import Connection
-    from sidecars.proxy.filters import Filter, Verdict
+    from sidecars.proxy.filters import Filter
     from sidecars.proxy.route import Route
 
 log = get_logger("sidecars.proxy")
@@ -289,17 +287,17 @@ class Exchange(RequestHead):
         """A filter that parked this exchange lets it go on: the filters after it are asked,
         then the attempt is made (nothing if the exchange ended meanwhile)."""
         if self.state == WAITING and self.pending is None:
-            self._attempt(self.route.chain.request_hooks_after[parked_by])
+            self._attempt(self.route.chain.request_filters_after[parked_by])
 
     def reject(self, answer: Answer) -> None:
         """A filter that parked this exchange answers it instead."""
         if self.state == WAITING and self.pending is None:
             self._answer_rejected(answer)
 
-    def _attempt(self, hooks: tuple[Callable[[Exchange], Verdict], ...] | None = None) -> None:
+    def _attempt(self, filters: tuple[Filter, ...] | None = None) -> None:
         route = self.route
-        for hook in route.chain.request_hooks if hooks is None else hooks:
-            verdict = hook(self)
+        for filter_ in route.chain.request_filters if filters is None else filters:
+            verdict = filter_.on_request(self)
             if verdict is not None:
                 if isinstance(verdict, Answer):
                     self._answer_rejected(verdict)
@@ -332,8 +330,8 @@ class Exchange(RequestHead):
             # No endpoint at all: the names of the cluster did not resolve (yet).
             self._attempt_failed(None, "dns", sent=False, detail=self.cluster.discovery_error)
             return
-        for attempt_hook in route.chain.attempt_hooks:
-            instead = attempt_hook(self)
+        for filter_ in route.chain.attempt_filters:
+            instead = filter_.on_attempt(self)
             if instead is not None:
                 if isinstance(instead, Delay):
                     self._hold(instead, head_deadline)
@@ -439,8 +437,8 @@ class Exchange(RequestHead):
         route.metrics.attempt_failure.inc()
         self.failure_detail = detail
         decision: RetryDecision | None = None
-        for hook in route.chain.failure_hooks:
-            verdict = hook(self, conn, kind, sent, elapsed)
+        for filter_ in route.chain.failure_filters:
+            verdict = filter_.on_failure(self, conn, kind, sent, elapsed)
             if verdict is REPLAY:
                 self._replay()
                 return
@@ -519,8 +517,8 @@ class Exchange(RequestHead):
         if endpoint is not None and (failed or endpoint.cluster.measures_latency):
             endpoint.responded(failed, elapsed)
         decision: RetryDecision | None = None
-        for hook in chain.response_head_hooks:
-            verdict = hook(self, conn, failed, elapsed)
+        for filter_ in chain.response_head_filters:
+            verdict = filter_.on_response_head(self, conn, failed, elapsed)
             if verdict is not None and decision is None:
                 decision = verdict
         if decision is not None and decision.retry:
@@ -760,8 +758,8 @@ class Exchange(RequestHead):
             self.conn = None
             conn.abort()
         self._release_endpoint(failed=False)
-        for hook in self.route.chain.done_hooks:
-            hook(self)
+        for filter_ in self.route.chain.done_filters:
+            filter_.on_done(self)
 
     def _cancel_pending(self) -> None:
         pending = self.pending
@@ -775,8 +773,8 @@ class Exchange(RequestHead):
             self._illegal(DONE)
         self.state = DONE
         route = self.route
-        for hook in route.chain.done_hooks:
-            hook(self)
+        for filter_ in route.chain.done_filters:
+            filter_.on_done(self)
         route.in_flight -= 1
         duration = route.clock() - self.started
         if status != CLIENT_GONE:

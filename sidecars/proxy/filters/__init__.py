@@ -42,7 +42,7 @@ no per-request state of their own: what one request needs is kept on the exchang
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from sidecars.policies.retry import RetryDecision
@@ -170,17 +170,19 @@ def _overrides(filter_: Filter, hook: str) -> bool:
 
 
 class FilterChain:
-    """A route's filters in order, and per hook the bound methods of those overriding it."""
+    """A route's filters in order, and per hook the filters overriding it. The exchange calls
+    each hook as a method of the filter (a native method call in the compiled build, where a
+    stored bound method would be a Python-level call with its arguments parsed again)."""
 
     __slots__ = (
-        "attempt_hooks",
-        "done_hooks",
-        "failure_hooks",
+        "attempt_filters",
+        "done_filters",
+        "failure_filters",
         "failure_statuses",
         "filters",
-        "request_hooks",
-        "request_hooks_after",
-        "response_head_hooks",
+        "request_filters",
+        "request_filters_after",
+        "response_head_filters",
         "times_calls",
     )
 
@@ -202,25 +204,19 @@ class FilterChain:
     def refresh(self) -> None:
         """Gather each hook's filters again (a filter's ``idle_hooks`` changed)."""
 
-        def hooks(name: str) -> tuple[Callable[..., Any], ...]:
-            return tuple(getattr(f, name) for f in self.filters if _overrides(f, name))
+        def overriding(hook: str) -> tuple[Filter, ...]:
+            return tuple(f for f in self.filters if _overrides(f, hook))
 
-        self.request_hooks: tuple[Callable[[Exchange], Verdict], ...] = hooks("on_request")
-        self.attempt_hooks: tuple[Callable[[Exchange], Delay | Connection | None], ...] = hooks(
-            "on_attempt"
-        )
-        # For a parked exchange resumed by a filter: the on_request hooks after that filter.
-        self.request_hooks_after: dict[Filter, tuple[Callable[[Exchange], Any], ...]] = {
-            f: tuple(g.on_request for g in self.filters[i + 1 :] if _overrides(g, "on_request"))
+        self.request_filters: tuple[Filter, ...] = overriding("on_request")
+        self.attempt_filters: tuple[Filter, ...] = overriding("on_attempt")
+        # For a parked exchange resumed by a filter: the on_request filters after that one.
+        self.request_filters_after: dict[Filter, tuple[Filter, ...]] = {
+            f: tuple(g for g in self.filters[i + 1 :] if _overrides(g, "on_request"))
             for i, f in enumerate(self.filters)
         }
-        self.response_head_hooks: tuple[
-            Callable[[Exchange, Connection, bool, float], RetryDecision | None], ...
-        ] = hooks("on_response_head")
-        self.failure_hooks: tuple[
-            Callable[[Exchange, Connection | None, str, bool, float], RetryDecision | None], ...
-        ] = hooks("on_failure")
-        self.done_hooks: tuple[Callable[[Exchange], None], ...] = hooks("on_done")
+        self.response_head_filters: tuple[Filter, ...] = overriding("on_response_head")
+        self.failure_filters: tuple[Filter, ...] = overriding("on_failure")
+        self.done_filters: tuple[Filter, ...] = overriding("on_done")
 
     def status(self) -> dict[str, Any]:
         """Each filter's part of the route's /status, under the filter's name."""
