@@ -24,7 +24,7 @@ SIDECARS = ("breaker", "ambassador", "log-adapter")
 class _Version(argparse.Action):
     """``--version``: the installed distribution's version, looked up only when asked
     (importlib.metadata costs ~20 ms, which every start would otherwise pay), and whether
-    the log processing is the compiled build."""
+    the proxy and the log processing are the compiled build."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
@@ -36,9 +36,11 @@ class _Version(argparse.Action):
             version = importlib.metadata.version("sidecars")
         except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
             version = "unknown"
-        from sidecars.logs import build_kind  # noqa: PLC0415
-
-        sys.stdout.write(f"sidecars {version} (log processing: {build_kind()})\n")
+        kinds = observability.build_kinds()
+        sys.stdout.write(
+            f"sidecars {version} (log processing: {kinds['sidecars_logs']}; "
+            f"proxy: {kinds['sidecars_proxy']})\n"
+        )
         parser.exit()
 
 

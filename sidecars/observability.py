@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import itertools
 import logging
 import math
 import sys
 import time
+from importlib.machinery import EXTENSION_SUFFIXES
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from typing import Any, Generic, TextIO, TypeVar
 
@@ -154,31 +156,53 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 """What the admin server's /metrics serves: filled once per process by ``expose``."""
 
 
+COMPILED_GROUP_PROBES = {
+    "sidecars_logs": "sidecars.logs.processor",
+    "sidecars_proxy": "sidecars.proxy.exchange",
+}
+"""A module of each of ``setup.py``'s ``COMPILED_GROUPS``: where it loads from says whether
+that group is the compiled build."""
+
+
+def build_kinds() -> dict[str, str]:
+    """``compiled`` or ``pure Python`` for each compiled group (``COMPILED_GROUP_PROBES``),
+    from where its module would load (``find_spec``: nothing of the group is imported, so
+    the log adapter does not pay for the proxy's modules, nor the proxies for the logs')."""
+    compiled = tuple(EXTENSION_SUFFIXES)
+    kinds: dict[str, str] = {}
+    for group, module in COMPILED_GROUP_PROBES.items():
+        spec = importlib.util.find_spec(module)
+        origin = (spec.origin if spec is not None else None) or ""
+        kinds[group] = "compiled" if origin.endswith(compiled) else "pure Python"
+    return kinds
+
+
 class _BuildInfo(Collector):
-    """``sidecars_build_info{version,build} 1``. The build (compiled or pure Python) is looked
-    up at the first scrape, not at start-up: it imports the log processing modules."""
+    """``sidecars_build_info{version,build,sidecars_logs,sidecars_proxy} 1``: ``build`` is the
+    log processing's build (its meaning since before the proxy was compiled), one label per
+    compiled group says that group's. Looked up at the first scrape, not at start-up."""
 
     def __init__(self) -> None:
-        self._build: str | None = None
+        self._labels: list[str] | None = None
 
     def describe(self) -> list[GaugeMetricFamily]:
         return [self._family()]
 
     def collect(self) -> list[GaugeMetricFamily]:
-        if self._build is None:
-            from sidecars.logs import build_kind  # noqa: PLC0415
-
-            self._build = build_kind()
+        if self._labels is None:
+            kinds = build_kinds()
+            self._labels = [sidecars.__version__, kinds["sidecars_logs"], *kinds.values()]
         family = self._family()
-        family.add_metric([sidecars.__version__, self._build], 1)
+        family.add_metric(self._labels, 1)
         return [family]
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "sidecars_build_info",
-            "The running package's version and build (compiled or pure Python).",
-            labels=["version", "build"],
+            "The running package's version and build (compiled or pure Python): ``build`` "
+            "of the log processing, then one label per compiled group.",
+            labels=["version", "build", *COMPILED_GROUP_PROBES],
         )
 
 
