@@ -9,8 +9,8 @@ import logging
 import math
 import sys
 import time
-from importlib.machinery import EXTENSION_SUFFIXES
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from importlib.machinery import EXTENSION_SUFFIXES
 from typing import Any, Generic, TextIO, TypeVar
 
 import orjson

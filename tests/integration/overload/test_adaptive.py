@@ -64,7 +64,8 @@ async def test_the_limit_converges_near_capacity_and_rises_when_it_grows(
                 seen.append(counting.current / seen_capacity)  # served plus waiting upstream
                 await asyncio.sleep(0.05)  # sampling interval
             relative.sort()
-            print(f"limits near capacity {CAPACITY}: {sorted(limits)}; relative {[round(r, 2) for r in relative]}")
+            shown = [round(value, 2) for value in relative]
+            print(f"limits near capacity {CAPACITY}: {sorted(limits)}; relative {shown}")
             # Unit runs on a driven clock (tests/unit/policies/test_overload.py) settle in
             # 1.0-1.3 C; here the median is bounded by the fixed point plus one headroom step
             # (10%) and the int truncation, samples by half and twice the capacity.
