@@ -156,9 +156,14 @@ def _run_sidecar(command: str) -> int:
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
+    from sidecars.proxy.accesslog import ProcessLogStream, stdout_output  # noqa: PLC0415
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
-    observability.configure_logging(command, loaded.common.log_level)
+    # One stdout writer for the process log and the access log (accesslog.StdoutThread).
+    stdout = stdout_output(command, loaded.access_log_buffer)
+    observability.configure_logging(
+        command, loaded.common.log_level, ProcessLogStream(stdout, command)
+    )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded
     return runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))

@@ -11,7 +11,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from importlib.machinery import EXTENSION_SUFFIXES
-from typing import Any, Generic, TextIO, TypeVar
+from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 import orjson
 import structlog
@@ -66,10 +66,19 @@ class _Envelope:
         return ordered
 
 
-def configure_logging(sidecar: str, level: str, stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr), each
-    naming the ``sidecar`` that wrote it and its logger."""
-    out = stream or sys.stdout
+class TextSink(Protocol):
+    """What log lines are written to: a text file, or the proxies' one stdout writer
+    (``accesslog.ProcessLogStream``)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def configure_logging(sidecar: str, level: str, stream: TextSink | None = None) -> None:
+    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr, the
+    proxies their stdout writer), each naming the ``sidecar`` that wrote it and its logger."""
+    out = cast(TextIO, stream or sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -376,8 +385,9 @@ ACCEPT_PAUSES = Counter(
 )
 ACCESS_LOG_DROPPED = Counter(
     "sidecar_access_log_dropped_total",
-    "Access lines lost, by reason: stdout_full (stdout took nothing while the pending lines "
-    "reached their bound), write_error (stdout closed).",
+    "Stdout lines lost, by reason: stdout_full (access lines: stdout took nothing while the "
+    "pending lines reached their bound), process_log (process log lines, the same way), "
+    "write_error (stdout closed).",
     ["sidecar", "reason"],
     registry=PROXY_METRICS,
 )
