@@ -156,7 +156,11 @@ def _run_sidecar(command: str) -> int:
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
-    from sidecars.proxy.accesslog import ProcessLogStream, stdout_output  # noqa: PLC0415
+    from sidecars.proxy.accesslog import (  # noqa: PLC0415
+        CLOSE_TIMEOUT,
+        ProcessLogStream,
+        stdout_output,
+    )
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
     # One stdout writer for the process log and the access log (accesslog.StdoutThread).
@@ -166,7 +170,11 @@ def _run_sidecar(command: str) -> int:
     )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded
-    return runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))
+    code = runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))
+    # The proxy closed it on a normal stop (the last lines, "stopped", written at once since);
+    # after a fatal error this writes what waits, the "fatal" line included.
+    stdout.close(CLOSE_TIMEOUT)
+    return code
 
 
 def _health(command: str, ready: bool) -> int:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import threading
@@ -150,3 +151,27 @@ async def test_a_stuck_stdout_blocks_no_process_log_line_and_counts_those_droppe
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_fatal_error_s_line_is_written_before_exit(backend: Any) -> None:
+    """A start that fails (the listen port is taken): the proxy never closed its stdout
+    writer, the exit does, so the ``fatal`` line waiting in it is written."""
+    with socket.socket() as taken:
+        taken.bind((LOOPBACK, 0))
+        taken.listen()
+        env = {
+            "PATH": "/usr/bin:/bin",
+            "BREAKER_UPSTREAM": backend.url,
+            "BREAKER_LISTEN": f"{LOOPBACK}:{taken.getsockname()[1]}",
+            "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{free_port()}",
+        }
+        result = subprocess.run(
+            [sys.executable, "-m", "sidecars", "breaker"],
+            env=env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 1, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert events[-1]["event"] == "fatal", result.stdout[-2000:]
