@@ -156,17 +156,13 @@ def _run_sidecar(command: str) -> int:
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
-    from sidecars.proxy.accesslog import (  # noqa: PLC0415
-        CLOSE_TIMEOUT,
-        ProcessLogStream,
-        stdout_output,
-    )
+    from sidecars.proxy.accesslog import CLOSE_TIMEOUT, stdout_output  # noqa: PLC0415
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
     # One stdout writer for the process log and the access log (accesslog.StdoutThread).
     stdout = stdout_output(command, loaded.access_log_buffer)
     observability.configure_logging(
-        command, loaded.common.log_level, ProcessLogStream(stdout, command)
+        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put, command)
     )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded

@@ -8,6 +8,7 @@ import itertools
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from importlib.machinery import EXTENSION_SUFFIXES
@@ -68,7 +69,7 @@ class _Envelope:
 
 class TextSink(Protocol):
     """What log lines are written to: a text file, or the proxies' one stdout writer
-    (``accesslog.ProcessLogStream``)."""
+    (``ProcessLogStream``)."""
 
     def write(self, text: str, /) -> int: ...
 
@@ -122,6 +123,55 @@ class _StdlibJSONFormatter(logging.Formatter):
             error = record.exc_info[1]
             event["error"] = f"{type(error).__name__}: {error}"
         return orjson.dumps(event).decode()
+
+
+class ProcessLogStream:
+    """The text stream structlog's and the standard library's log lines are written to in a
+    proxy: each whole line goes to ``put``, the process's one stdout writer
+    (``accesslog.StdoutThread``, which the access lines go to), never blocking the caller. A
+    line ``put`` refuses (stdout full) is dropped, counted in
+    ``sidecar_access_log_dropped_total{reason="process_log"}`` and reported by a
+    ``log_lines_dropped`` line once stdout takes lines again. Not compiled: structlog keeps
+    a weak reference to the stream it writes to."""
+
+    def __init__(self, put: Callable[[bytes], bool], sidecar: str) -> None:
+        self._put = put
+        self._sidecar = sidecar
+        self._lock = threading.Lock()  # the standard library may log from other threads
+        self._partial = ""  # print() writes a line and its newline apart
+        self._dropped = 0  # lines dropped since the last log_lines_dropped line
+        self._dropped_total = ACCESS_LOG_DROPPED.labels(sidecar, "process_log")
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if "\n" not in text:
+                self._partial += text
+                return len(text)
+            lines, _, self._partial = (self._partial + text).rpartition("\n")
+            data = (lines + "\n").encode("utf-8", "replace")
+            report = self._dropped_report() if self._dropped else b""
+            if self._put(report + data):
+                self._dropped = 0
+            else:
+                count = data.count(b"\n")
+                self._dropped += count
+                self._dropped_total.inc(count)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: whole lines are handed over at once (the writer flushes)."""
+
+    def _dropped_report(self) -> bytes:
+        event = {
+            "timestamp": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}",
+            "level": "warn",
+            "sidecar": self._sidecar,
+            "logger": "sidecars.proxy.stdout",
+            "event": "log_lines_dropped",
+            "lines": self._dropped,
+            "reason": "stdout_full",
+        }
+        return orjson.dumps(event) + b"\n"
 
 
 def get_logger(name: str) -> Any:

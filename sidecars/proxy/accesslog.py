@@ -12,10 +12,11 @@ JSON strings; the request ids the sidecar makes need no escaping, and user agent
 their JSON form is cached.
 
 The writes themselves are made by an ``Output``: in the process, ``StdoutThread``, the one
-writer of stdout (the process log's lines go through it too, ``ProcessLogStream``), so that a
-stdout that does not take lines (a full pipe) never blocks the event loop and no line is split
-by another. What it cannot take is dropped, counted in ``sidecar_access_log_dropped_total``
-and reported by an ``access_log_dropped`` line once stdout takes lines again.
+writer of stdout (the process log's lines go through it too,
+``observability.ProcessLogStream``), so that a stdout that does not take lines (a full pipe)
+never blocks the event loop and no line is split by another. What it cannot take is dropped,
+counted in ``sidecar_access_log_dropped_total`` and reported by an ``access_log_dropped``
+line once stdout takes lines again.
 """
 
 from __future__ import annotations
@@ -242,11 +243,11 @@ class AccessLog:
 
 class StdoutThread:
     """The process's one stdout writer: access lines (``AccessLog``'s buffers) and process
-    log lines (``ProcessLogStream``) alike are ``put`` whole and written by a thread of its
-    own, so that a stdout that does not take lines (a full pipe nobody reads) stalls that
-    thread and never the event loop, and so that no line is ever split by another writer's
-    bytes. At most ``max_pending`` bytes wait (being written included); past it ``put``
-    refuses. A failed write (stdout closed) loses its lines, counted by reason
+    log lines (``observability.ProcessLogStream``) alike are ``put`` whole and written by a
+    thread of its own, so that a stdout that does not take lines (a full pipe nobody reads)
+    stalls that thread and never the event loop, and so that no line is ever split by another
+    writer's bytes. At most ``max_pending`` bytes wait (being written included); past it
+    ``put`` refuses. A failed write (stdout closed) loses its lines, counted by reason
     ``write_error``. Once ``close`` has written everything, ``put`` writes at once (the loop
     is gone: the last process log lines, ``stopped``, are kept); if stdout stayed stuck, it
     refuses."""
@@ -308,54 +309,6 @@ class StdoutThread:
             self._stream.flush()
         except (OSError, ValueError):
             self._write_errors.inc(data.count(b"\n"))
-
-
-class ProcessLogStream:
-    """The text stream structlog's and the standard library's log lines are written to in a
-    proxy (``observability.configure_logging``): each whole line goes to the ``StdoutThread``
-    the access lines go to, never blocking the caller. A line the writer refuses (stdout
-    full) is dropped, counted in ``sidecar_access_log_dropped_total{reason="process_log"}``
-    and reported by a ``log_lines_dropped`` line once stdout takes lines again."""
-
-    def __init__(self, output: StdoutThread, sidecar: str) -> None:
-        self._output = output
-        self._sidecar = sidecar
-        self._lock = threading.Lock()  # the standard library may log from other threads
-        self._partial = ""  # print() writes a line and its newline apart
-        self._dropped = 0  # lines dropped since the last log_lines_dropped line
-        self._dropped_total = obs.ACCESS_LOG_DROPPED.labels(sidecar, "process_log")
-
-    def write(self, text: str) -> int:
-        with self._lock:
-            if "\n" not in text:
-                self._partial += text
-                return len(text)
-            lines, _, self._partial = (self._partial + text).rpartition("\n")
-            data = (lines + "\n").encode("utf-8", "replace")
-            report = self._dropped_report() if self._dropped else b""
-            if self._output.put(report + data):
-                self._dropped = 0
-            else:
-                count = data.count(b"\n")
-                self._dropped += count
-                self._dropped_total.inc(count)
-        return len(text)
-
-    def flush(self) -> None:
-        """Nothing to do: whole lines are handed over at once (``StdoutThread`` flushes)."""
-
-    def _dropped_report(self) -> bytes:
-        return orjson.dumps(
-            {
-                "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "level": "warn",
-                "sidecar": self._sidecar,
-                "logger": "sidecars.proxy.stdout",
-                "event": "log_lines_dropped",
-                "lines": self._dropped,
-                "reason": "stdout_full",
-            }
-        ) + b"\n"
 
 
 _STDOUT: list[StdoutThread] = []  # the process's one stdout writer, once made

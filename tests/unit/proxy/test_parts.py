@@ -15,9 +15,9 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS
+from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS, ProcessLogStream
 from sidecars.proxy import errors, http1
-from sidecars.proxy.accesslog import AccessLog, ProcessLogStream, StdoutThread
+from sidecars.proxy.accesslog import AccessLog, StdoutThread
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.exchange import Exchange
@@ -498,7 +498,7 @@ def test_process_log_lines_go_whole_through_the_writer_and_drops_are_counted() -
     before = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) or 0
     with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
         output = StdoutThread("breaker", max_pending=100_000, stream=stream)
-        log = ProcessLogStream(output, "breaker")
+        log = ProcessLogStream(output.put, "breaker")
         big = orjson.dumps({"event": "big", "value": "v" * 150_000}).decode()
         # As structlog's PrintLogger writes (the line, then its newline). Over the bound, but
         # nothing waits: taken; the pipe fills.
