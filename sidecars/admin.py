@@ -23,7 +23,13 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from sidecars.envparse import HostPort
-from sidecars.observability import ADMIN_CONNECTIONS_CLOSED, REGISTRY, LogThrottle, get_logger
+from sidecars.observability import (
+    ADMIN_CONNECTIONS_CLOSED,
+    REGISTRY,
+    LogThrottle,
+    build_kinds,
+    get_logger,
+)
 from sidecars.runtime import Lifecycle
 
 Action = Callable[[Mapping[str, str]], Awaitable[Mapping[str, Any]]]
@@ -158,6 +164,8 @@ class AdminServer:
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._closes_logged = LogThrottle()
+        # /status's "builds": each compiled group's build (looked up once, on the first ask)
+        self._compiled: dict[str, str] | None = None
 
     async def start(self, listen: HostPort) -> None:
         self._server = await asyncio.start_server(
@@ -323,7 +331,9 @@ class AdminServer:
         return _Response(200, generate_latest(REGISTRY), CONTENT_TYPE_LATEST.encode())
 
     def _status(self) -> _Response:
-        return _json({"state": self.lifecycle.state, **self.status()})
+        if self._compiled is None:
+            self._compiled = build_kinds()
+        return _json({"state": self.lifecycle.state, "builds": self._compiled, **self.status()})
 
     _views: Mapping[str, Callable[[AdminServer], _Response]] = {
         "/healthz": _healthz,

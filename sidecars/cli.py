@@ -24,7 +24,7 @@ SIDECARS = ("breaker", "ambassador", "log-adapter")
 class _Version(argparse.Action):
     """``--version``: the installed distribution's version, looked up only when asked
     (importlib.metadata costs ~20 ms, which every start would otherwise pay), and whether
-    the log processing is the compiled build."""
+    the proxy and the log processing are the compiled build."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: object) -> None:
         super().__init__(option_strings, dest, nargs=0, help="print the version and exit")
@@ -36,9 +36,11 @@ class _Version(argparse.Action):
             version = importlib.metadata.version("sidecars")
         except importlib.metadata.PackageNotFoundError:  # a source tree, not installed
             version = "unknown"
-        from sidecars.logs import build_kind  # noqa: PLC0415
-
-        sys.stdout.write(f"sidecars {version} (log processing: {build_kind()})\n")
+        kinds = observability.build_kinds()
+        sys.stdout.write(
+            f"sidecars {version} (log processing: {kinds['sidecars_logs']}; "
+            f"proxy: {kinds['sidecars_proxy']})\n"
+        )
         parser.exit()
 
 
@@ -154,12 +156,21 @@ def _run_sidecar(command: str) -> int:
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
+    from sidecars.proxy.accesslog import CLOSE_TIMEOUT, stdout_output  # noqa: PLC0415
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
-    observability.configure_logging(command, loaded.common.log_level)
+    # One stdout writer for the process log and the access log (accesslog.StdoutThread).
+    stdout = stdout_output(command, loaded.access_log_buffer)
+    observability.configure_logging(
+        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put, command)
+    )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded
-    return runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))
+    code = runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))
+    # The proxy closed it on a normal stop (the last lines, "stopped", written at once since);
+    # after a fatal error this writes what waits, the "fatal" line included.
+    stdout.close(CLOSE_TIMEOUT)
+    return code
 
 
 def _health(command: str, ready: bool) -> int:

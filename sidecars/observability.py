@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import datetime
+import importlib.util
 import itertools
 import logging
 import math
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, MutableMapping
-from typing import Any, Generic, TextIO, TypeVar
+from importlib.machinery import EXTENSION_SUFFIXES
+from typing import Any, Generic, Protocol, TextIO, TypeVar, cast
 
 import orjson
 import structlog
@@ -64,10 +67,19 @@ class _Envelope:
         return ordered
 
 
-def configure_logging(sidecar: str, level: str, stream: TextIO | None = None) -> None:
-    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr), each
-    naming the ``sidecar`` that wrote it and its logger."""
-    out = stream or sys.stdout
+class TextSink(Protocol):
+    """What log lines are written to: a text file, or the proxies' one stdout writer
+    (``ProcessLogStream``)."""
+
+    def write(self, text: str, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+
+def configure_logging(sidecar: str, level: str, stream: TextSink | None = None) -> None:
+    """JSON lines on ``stream`` (stdout by default; the log adapter passes stderr, the
+    proxies their stdout writer), each naming the ``sidecar`` that wrote it and its logger."""
+    out = cast(TextIO, stream or sys.stdout)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -113,6 +125,55 @@ class _StdlibJSONFormatter(logging.Formatter):
         return orjson.dumps(event).decode()
 
 
+class ProcessLogStream:
+    """The text stream structlog's and the standard library's log lines are written to in a
+    proxy: each whole line goes to ``put``, the process's one stdout writer
+    (``accesslog.StdoutThread``, which the access lines go to), never blocking the caller. A
+    line ``put`` refuses (stdout full) is dropped, counted in
+    ``sidecar_access_log_dropped_total{reason="process_log"}`` and reported by a
+    ``log_lines_dropped`` line once stdout takes lines again. Not compiled: structlog keeps
+    a weak reference to the stream it writes to."""
+
+    def __init__(self, put: Callable[[bytes], bool], sidecar: str) -> None:
+        self._put = put
+        self._sidecar = sidecar
+        self._lock = threading.Lock()  # the standard library may log from other threads
+        self._partial = ""  # print() writes a line and its newline apart
+        self._dropped = 0  # lines dropped since the last log_lines_dropped line
+        self._dropped_total = ACCESS_LOG_DROPPED.labels(sidecar, "process_log")
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if "\n" not in text:
+                self._partial += text
+                return len(text)
+            lines, _, self._partial = (self._partial + text).rpartition("\n")
+            data = (lines + "\n").encode("utf-8", "replace")
+            report = self._dropped_report() if self._dropped else b""
+            if self._put(report + data):
+                self._dropped = 0
+            else:
+                count = data.count(b"\n")
+                self._dropped += count
+                self._dropped_total.inc(count)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing to do: whole lines are handed over at once (the writer flushes)."""
+
+    def _dropped_report(self) -> bytes:
+        event = {
+            "timestamp": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}",
+            "level": "warn",
+            "sidecar": self._sidecar,
+            "logger": "sidecars.proxy.stdout",
+            "event": "log_lines_dropped",
+            "lines": self._dropped,
+            "reason": "stdout_full",
+        }
+        return orjson.dumps(event) + b"\n"
+
+
 def get_logger(name: str) -> Any:
     """A structlog logger whose events carry ``logger=name`` (bound as ``logger_name``:
     structlog's own ``get_logger`` takes a ``logger`` argument; ``_Envelope`` renames it)."""
@@ -154,31 +215,53 @@ REGISTRY = CollectorRegistry(auto_describe=True)
 """What the admin server's /metrics serves: filled once per process by ``expose``."""
 
 
+COMPILED_GROUP_PROBES = {
+    "sidecars_logs": "sidecars.logs.processor",
+    "sidecars_proxy": "sidecars.proxy.exchange",
+}
+"""A module of each of ``setup.py``'s ``COMPILED_GROUPS``: where it loads from says whether
+that group is the compiled build."""
+
+
+def build_kinds() -> dict[str, str]:
+    """``compiled`` or ``pure Python`` for each compiled group (``COMPILED_GROUP_PROBES``),
+    from where its module would load (``find_spec``: nothing of the group is imported, so
+    the log adapter does not pay for the proxy's modules, nor the proxies for the logs')."""
+    compiled = tuple(EXTENSION_SUFFIXES)
+    kinds: dict[str, str] = {}
+    for group, module in COMPILED_GROUP_PROBES.items():
+        spec = importlib.util.find_spec(module)
+        origin = (spec.origin if spec is not None else None) or ""
+        kinds[group] = "compiled" if origin.endswith(compiled) else "pure Python"
+    return kinds
+
+
 class _BuildInfo(Collector):
-    """``sidecars_build_info{version,build} 1``. The build (compiled or pure Python) is looked
-    up at the first scrape, not at start-up: it imports the log processing modules."""
+    """``sidecars_build_info{version,build,sidecars_logs,sidecars_proxy} 1``: ``build`` is the
+    log processing's build (its meaning since before the proxy was compiled), one label per
+    compiled group says that group's. Looked up at the first scrape, not at start-up."""
 
     def __init__(self) -> None:
-        self._build: str | None = None
+        self._labels: list[str] | None = None
 
     def describe(self) -> list[GaugeMetricFamily]:
         return [self._family()]
 
     def collect(self) -> list[GaugeMetricFamily]:
-        if self._build is None:
-            from sidecars.logs import build_kind  # noqa: PLC0415
-
-            self._build = build_kind()
+        if self._labels is None:
+            kinds = build_kinds()
+            self._labels = [sidecars.__version__, kinds["sidecars_logs"], *kinds.values()]
         family = self._family()
-        family.add_metric([sidecars.__version__, self._build], 1)
+        family.add_metric(self._labels, 1)
         return [family]
 
     @staticmethod
     def _family() -> GaugeMetricFamily:
         return GaugeMetricFamily(
             "sidecars_build_info",
-            "The running package's version and build (compiled or pure Python).",
-            labels=["version", "build"],
+            "The running package's version and build (compiled or pure Python): ``build`` "
+            "of the log processing, then one label per compiled group.",
+            labels=["version", "build", *COMPILED_GROUP_PROBES],
         )
 
 
@@ -352,8 +435,9 @@ ACCEPT_PAUSES = Counter(
 )
 ACCESS_LOG_DROPPED = Counter(
     "sidecar_access_log_dropped_total",
-    "Access lines lost, by reason: stdout_full (stdout took nothing while the pending lines "
-    "reached their bound), write_error (stdout closed).",
+    "Stdout lines lost, by reason: stdout_full (access lines: stdout took nothing while the "
+    "pending lines reached their bound), process_log (process log lines, the same way), "
+    "write_error (stdout closed).",
     ["sidecar", "reason"],
     registry=PROXY_METRICS,
 )

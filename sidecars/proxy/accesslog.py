@@ -11,10 +11,12 @@ iteration share a timestamp, their durations stay exact. Values a client chose a
 JSON strings; the request ids the sidecar makes need no escaping, and user agents repeat, so
 their JSON form is cached.
 
-The writes themselves are made by an ``Output``: in the process, ``StdoutThread``, so that a
-stdout that does not take lines (a full pipe) never blocks the event loop. What it cannot
-take is dropped, counted in ``sidecar_access_log_dropped_total`` and reported by an
-``access_log_dropped`` line once stdout takes lines again.
+The writes themselves are made by an ``Output``: in the process, ``StdoutThread``, the one
+writer of stdout (the process log's lines go through it too,
+``observability.ProcessLogStream``), so that a stdout that does not take lines (a full pipe)
+never blocks the event loop and no line is split by another. What it cannot take is dropped,
+counted in ``sidecar_access_log_dropped_total`` and reported by an ``access_log_dropped``
+line once stdout takes lines again.
 """
 
 from __future__ import annotations
@@ -240,11 +242,15 @@ class AccessLog:
 
 
 class StdoutThread:
-    """An ``Output`` whose blocking writes are made by a thread of their own, so that a
-    stdout that does not take lines (a full pipe nobody reads) stalls that thread and never
-    the event loop. At most ``max_pending`` bytes wait (being written included); past it
+    """The process's one stdout writer: access lines (``AccessLog``'s buffers) and process
+    log lines (``observability.ProcessLogStream``) alike are ``put`` whole and written by a
+    thread of its own, so that a stdout that does not take lines (a full pipe nobody reads)
+    stalls that thread and never the event loop, and so that no line is ever split by another
+    writer's bytes. At most ``max_pending`` bytes wait (being written included); past it
     ``put`` refuses. A failed write (stdout closed) loses its lines, counted by reason
-    ``write_error``."""
+    ``write_error``. Once ``close`` has written everything, ``put`` writes at once (the loop
+    is gone: the last process log lines, ``stopped``, are kept); if stdout stayed stuck, it
+    refuses."""
 
     def __init__(self, sidecar: str, max_pending: int, stream: BinaryIO | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
@@ -253,14 +259,18 @@ class StdoutThread:
         self._queue: deque[bytes] = deque()
         self._pending = 0  # bytes queued or being written
         self._closing = False
+        self._closed = False  # closed with everything written: later puts write at once
         self._write_errors = obs.ACCESS_LOG_DROPPED.labels(sidecar, "write_error")
-        self._writer = threading.Thread(target=self._run, name="access-log", daemon=True)
+        self._writer = threading.Thread(target=self._run, name="stdout", daemon=True)
         self._writer.start()
 
     def put(self, data: bytes) -> bool:
         with self._ready:
+            if self._closed:
+                self._write(data)
+                return True
             if self._closing:
-                return False  # the writer is gone: counted as dropped, reported at exit
+                return False  # stdout stuck at exit: counted as dropped, reported at exit
             # One batch larger than the bound is taken when nothing waits: refusing it would
             # drop it on a healthy stdout.
             if self._pending and self._pending + len(data) > self._max_pending:
@@ -271,11 +281,13 @@ class StdoutThread:
         return True
 
     def close(self, timeout: float) -> int:
+        """Write what was taken, within ``timeout`` seconds; the bytes left unwritten."""
         with self._ready:
             self._closing = True
             self._ready.notify()
         self._writer.join(timeout)
         with self._ready:
+            self._closed = not self._writer.is_alive()
             return self._pending
 
     def _run(self) -> None:
@@ -287,10 +299,24 @@ class StdoutThread:
                     return
                 data = b"".join(self._queue)
                 self._queue.clear()
-            try:
-                self._stream.write(data)
-                self._stream.flush()
-            except (OSError, ValueError):
-                self._write_errors.inc(data.count(b"\n"))
+            self._write(data)
             with self._ready:
                 self._pending -= len(data)
+
+    def _write(self, data: bytes) -> None:
+        try:
+            self._stream.write(data)
+            self._stream.flush()
+        except (OSError, ValueError):
+            self._write_errors.inc(data.count(b"\n"))
+
+
+_STDOUT: list[StdoutThread] = []  # the process's one stdout writer, once made
+
+
+def stdout_output(sidecar: str, buffer_size: int) -> StdoutThread:
+    """The process's one stdout writer (made at the first call: the process log's set-up;
+    the access log takes the same), bounded at ``PENDING_BUFFERS`` access-log buffers."""
+    if not _STDOUT:
+        _STDOUT.append(StdoutThread(sidecar, PENDING_BUFFERS * max(buffer_size, 4096)))
+    return _STDOUT[0]

@@ -13,7 +13,7 @@ import orjson
 
 from sidecars import admin
 from sidecars.observability import get_logger
-from sidecars.proxy.accesslog import PENDING_BUFFERS, AccessLog, StdoutThread
+from sidecars.proxy.accesslog import CLOSE_TIMEOUT, AccessLog, StdoutThread, stdout_output
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.fault_drills import drills_for, faults_resource
@@ -37,7 +37,8 @@ _CUT_SETTLE = 1.0
 async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     loop = asyncio.get_running_loop()
     end_of_iteration = EndOfIteration(loop)
-    access_log = _access_log(settings, loop, end_of_iteration)
+    stdout = stdout_output(settings.sidecar, settings.access_log_buffer)
+    access_log = _access_log(settings, loop, end_of_iteration, stdout)
     resolver = DnsResolver(loop, settings.dns_servers)
     request_ids = RequestIds()
     drills = drills_for(loop)  # admin /faults: every HTTP route injects them
@@ -116,8 +117,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     for state in shared:
         await state.close()
     await admin_server.close()
-    if access_log is not None:
-        _close_access_log(access_log, settings.sidecar)
+    _close_stdout(stdout, access_log, settings.sidecar)
 
 
 def _freeze_start_up_objects() -> None:
@@ -132,11 +132,13 @@ def _freeze_start_up_objects() -> None:
 
 
 def _access_log(
-    settings: ProxySettings, loop: asyncio.AbstractEventLoop, end_of_iteration: EndOfIteration
+    settings: ProxySettings,
+    loop: asyncio.AbstractEventLoop,
+    end_of_iteration: EndOfIteration,
+    output: StdoutThread,
 ) -> AccessLog | None:
     if not settings.access_log:
         return None
-    output = StdoutThread(settings.sidecar, PENDING_BUFFERS * max(settings.access_log_buffer, 4096))
     return AccessLog(
         end_of_iteration,
         loop,
@@ -147,10 +149,14 @@ def _access_log(
     )
 
 
-def _close_access_log(access_log: AccessLog, sidecar: str) -> None:
-    """The lines still buffered are written before exit; if stdout takes nothing for
-    CLOSE_TIMEOUT, the loss is reported on stderr (stdout is what is stuck)."""
-    unwritten, dropped = access_log.close()
+def _close_stdout(stdout: StdoutThread, access_log: AccessLog | None, sidecar: str) -> None:
+    """The lines still buffered (access and process log) are written before exit; if stdout
+    takes nothing for CLOSE_TIMEOUT, the loss is reported on stderr (stdout is what is
+    stuck)."""
+    if access_log is not None:
+        unwritten, dropped = access_log.close()  # its output is ``stdout``: closed too
+    else:
+        unwritten, dropped = stdout.close(CLOSE_TIMEOUT), 0
     if unwritten or dropped:
         print(
             orjson.dumps(

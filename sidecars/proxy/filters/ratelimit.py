@@ -5,7 +5,11 @@ not limited: the retry budget bounds them). Over it the answer is 429 ``rate_lim
 
 With ``P_RATE_LIMIT_REDIS_URL`` the decision is one Redis script shared by every replica
 (``sidecars.proxy.shared_rate``): the request is parked during the round trip, and decided by
-the local fallback bucket while Redis is unreachable.
+the local fallback bucket while Redis is unreachable. A request may end while parked (its
+client gone, its deadline): the answer that comes back for it then decides nothing, even
+though its Exchange may by then carry the connection's next request (``_parked``: the
+decision each exchange waits for, forgotten in ``on_done``). The Redis call itself is left to
+finish rather than cancelled: a call cut mid-reply would cost the client its connection.
 """
 
 from __future__ import annotations
@@ -50,6 +54,10 @@ class RateLimitFilter(Filter):
         self.rate = rate.per_second
         self.shared: SharedRateLimit | None = None  # set when P_RATE_LIMIT_REDIS_URL is
         self._decisions: set[asyncio.Task[None]] = set()
+        # The Redis decision each parked exchange waits for (the request it was asked for).
+        self._parked: dict[Exchange, asyncio.Task[None]] = {}
+        if settings.rate_limit_redis_url is None:
+            self.idle_hooks = ("on_done",)  # nothing is ever parked
 
     def on_request(self, exchange: Exchange) -> Verdict:
         if exchange.attempt:
@@ -60,6 +68,7 @@ class RateLimitFilter(Filter):
                 task = asyncio.get_running_loop().create_task(self._ask(shared, exchange))
                 self._decisions.add(task)
                 task.add_done_callback(self._decisions.discard)
+                self._parked[exchange] = task
                 return PARK
             return self._fallback(shared)
         wait = self.bucket.take()
@@ -70,6 +79,9 @@ class RateLimitFilter(Filter):
 
     async def _ask(self, shared: SharedRateLimit, exchange: Exchange) -> None:
         wait = await shared.decide()
+        if self._parked.get(exchange) is not asyncio.current_task():
+            return  # the request ended meanwhile: the exchange is another's, or no one's
+        del self._parked[exchange]
         verdict: Answer | None
         if wait is None:
             verdict = self._fallback(shared)
@@ -82,6 +94,11 @@ class RateLimitFilter(Filter):
             exchange.resume(self)
         else:
             exchange.reject(verdict)
+
+    def on_done(self, exchange: Exchange) -> None:
+        """A request parked here ended first: the decision still under way is for no one."""
+        if self._parked:
+            self._parked.pop(exchange, None)
 
     def _fallback(self, shared: SharedRateLimit) -> Answer | None:
         """Redis is unreachable: the local bucket decides, at this replica's share."""

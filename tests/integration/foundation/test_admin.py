@@ -9,6 +9,7 @@ import pytest
 
 from sidecars import admin
 from sidecars.envparse import HostPort
+from sidecars.observability import build_kinds
 from sidecars.runtime import Lifecycle
 
 
@@ -65,7 +66,7 @@ async def test_health_and_readiness_follow_the_lifecycle(open_admin: Admin) -> N
         assert (await response.json())["status"] == "draining"
         assert (await http.get("/healthz")).status == 200
         status = await (await http.get("/status")).json()
-        assert status == {"state": "draining", "routes": []}
+        assert status == {"state": "draining", "builds": build_kinds(), "routes": []}
 
 
 async def test_metrics_are_prometheus_text(open_admin: Admin) -> None:

@@ -13,10 +13,13 @@ import subprocess
 import sys
 from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
+from typing import Any
 
 from logadapter_support import StartAdapter, forward_env
+from proxy_parts import breaker_env
 
 from sidecars.logs import build_kind, normalise, processor, timestamps
+from sidecars.observability import build_kinds
 
 EXPECTED = "compiled" if os.environ.get("SIDECARS_EXPECT_COMPILED") == "1" else "pure Python"
 SETUP_PY = Path(__file__).resolve().parents[3] / "setup.py"
@@ -65,9 +68,25 @@ def test_the_sidecar_process_runs_the_expected_build() -> None:
         timeout=30,
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.rstrip().endswith(f"(log processing: {EXPECTED})"), result.stdout
+    assert result.stdout.rstrip().endswith(
+        f"(log processing: {EXPECTED}; proxy: {EXPECTED})"
+    ), result.stdout
+
+
+def test_each_compiled_group_reports_the_expected_build() -> None:
+    """The proxy's group as well as the logs': a build with only one compiled is reported."""
+    assert build_kinds() == {"sidecars_logs": EXPECTED, "sidecars_proxy": EXPECTED}
 
 
 def test_status_names_the_build(adapters: StartAdapter, forward_port: int) -> None:
     adapter = adapters(forward_env(forward_port))
-    assert adapter.status()["build"] == EXPECTED
+    status = adapter.status()
+    assert status["build"] == EXPECTED
+    assert status["builds"] == {"sidecars_logs": EXPECTED, "sidecars_proxy": EXPECTED}
+
+
+async def test_a_proxy_status_names_each_groups_build(upstreams: Any, proxies: Any) -> None:
+    upstream = await upstreams()
+    proxy = await proxies("breaker", breaker_env(upstream))
+    status = await proxy.status()
+    assert status["builds"] == {"sidecars_logs": EXPECTED, "sidecars_proxy": EXPECTED}

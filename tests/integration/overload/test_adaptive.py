@@ -48,17 +48,30 @@ async def test_the_limit_converges_near_capacity_and_rises_when_it_grows(
                 return not adaptive["measuring_min_rtt"] and adaptive["updates"] >= 20
 
             await eventually(updated, "the controller settling")
-            limits, seen = [], []
+            # The controller's fixed point is 1.22 C measured in its own minimum RTT: it
+            # settles where the sampled latency is 1.22 min_rtt, and Little's law makes the
+            # latency at least SERVICE x limit / C. A loaded machine's latency while the
+            # minimum was measured (min_rtt above SERVICE) raises that point by min_rtt /
+            # SERVICE, whatever the load: each limit is taken in units of the capacity the
+            # controller can see, C x min_rtt / SERVICE, from the same /status snapshot.
+            relative, limits, seen = [], [], []
             for _ in range(20):
-                limits.append(await limit_of(proxy))
-                seen.append(counting.current)  # served plus waiting inside the upstream
+                (route,) = (await proxy.status())["routes"].values()
+                adaptive = route["concurrency"]["adaptive"]
+                limits.append(adaptive["limit"])
+                seen_capacity = CAPACITY * max(1.0, adaptive["min_rtt_seconds"] / SERVICE)
+                relative.append(adaptive["limit"] / seen_capacity)
+                seen.append(counting.current / seen_capacity)  # served plus waiting upstream
                 await asyncio.sleep(0.05)  # sampling interval
-            print(f"limits near capacity {CAPACITY}: {sorted(limits)}; upstream saw {seen}")
-            # Runs gave medians of 1.0-1.1 C, samples within 0.8-1.5 C (the controller's fixed
-            # point is 1.22 C; a loaded machine's latency noise moves it around that).
-            assert CAPACITY * 0.7 <= sorted(limits)[len(limits) // 2] <= CAPACITY * 1.4
-            assert min(limits) >= CAPACITY * 0.5 and max(limits) <= CAPACITY * 2
-            assert max(seen) <= CAPACITY * 2  # little queueing behind the upstream
+            relative.sort()
+            shown = [round(value, 2) for value in relative]
+            print(f"limits near capacity {CAPACITY}: {sorted(limits)}; relative {shown}")
+            # Unit runs on a driven clock (tests/unit/policies/test_overload.py) settle in
+            # 1.0-1.3 C; here the median is bounded by the fixed point plus one headroom step
+            # (10%) and the int truncation, samples by half and twice the capacity.
+            assert 0.7 <= relative[len(relative) // 2] <= 1.4
+            assert relative[0] >= 0.5 and relative[-1] <= 2
+            assert max(seen) <= 2  # little queueing behind the upstream
             assert statuses[503] > 0  # the excess was shed
 
             counting.resize(3 * CAPACITY)

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS
+from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS, ProcessLogStream
 from sidecars.proxy import errors, http1
 from sidecars.proxy.accesslog import AccessLog, StdoutThread
 from sidecars.proxy.batch import EndOfIteration, Outbox
@@ -470,11 +470,49 @@ async def test_the_outbox_writes_at_the_end_of_the_iteration_in_order() -> None:
     assert log == ["a write 1", "b write 2", "a close", "b eof"]
 
 
-def test_the_writer_takes_one_batch_over_its_bound_and_nothing_once_closed() -> None:
+def test_the_writer_takes_one_batch_over_its_bound_and_writes_at_once_once_closed() -> None:
     stream = io.BytesIO()
     output = StdoutThread("breaker", max_pending=1000, stream=stream)
     batch = b"x" * 4999 + b"\n"  # one busy iteration's lines, more than the bound
     assert output.put(batch)  # nothing waits: taken, not dropped on a healthy stdout
     assert output.close(10.0) == 0
-    assert not output.put(b"late\n")  # the writer is gone: refused, so counted as dropped
-    assert stream.getvalue() == batch
+    assert output.put(b"stopped\n")  # everything written, the loop gone: written at once
+    assert stream.getvalue() == batch + b"stopped\n"
+
+
+def test_a_writer_still_stuck_at_close_refuses_later_lines() -> None:
+    read_end, write_end = os.pipe()
+    with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
+        output = StdoutThread("breaker", max_pending=200_000, stream=stream)
+        chunk = b"x" * 199_999 + b"\n"  # more than the pipe holds: the writer blocks
+        assert output.put(chunk)
+        assert output.close(0.2) > 0  # not all written
+        assert not output.put(b"stopped\n")  # refused, never blocking the caller
+        received = reader.read(len(chunk))
+        assert received == chunk
+
+
+def test_process_log_lines_go_whole_through_the_writer_and_drops_are_counted() -> None:
+    read_end, write_end = os.pipe()
+    labels = {"sidecar": "breaker", "reason": "process_log"}
+    before = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) or 0
+    with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
+        output = StdoutThread("breaker", max_pending=100_000, stream=stream)
+        log = ProcessLogStream(output.put, "breaker")
+        big = orjson.dumps({"event": "big", "value": "v" * 150_000}).decode()
+        # As structlog's PrintLogger writes (the line, then its newline). Over the bound, but
+        # nothing waits: taken; the pipe fills.
+        print(big, file=log, flush=True)
+        log.write('{"event":"lost"}\n')  # refused at once, not blocking
+        dropped = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels)
+        assert dropped == before + 1
+        received = bytearray()
+        drained = threading.Thread(target=lambda: received.extend(reader.read()))
+        drained.start()
+        assert output.close(10.0) == 0
+        print('{"event":"stopped"}', file=log)
+        stream.close()
+        drained.join(10.0)
+    lines = [orjson.loads(line) for line in bytes(received).splitlines()]
+    assert [line["event"] for line in lines] == ["big", "log_lines_dropped", "stopped"]
+    assert (lines[1]["lines"], lines[1]["sidecar"]) == (1, "breaker")
