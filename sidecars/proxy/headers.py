@@ -100,8 +100,8 @@ class HeaderRoles:
         return role
 
 
-REQUEST_HEADERS = HeaderRoles(REQUEST_ROLES)
-RESPONSE_HEADERS = HeaderRoles(RESPONSE_ROLES)
+REQUEST_HEADERS: HeaderRoles = HeaderRoles(REQUEST_ROLES)
+RESPONSE_HEADERS: HeaderRoles = HeaderRoles(RESPONSE_ROLES)
 
 # Connection tokens that are options, not names of headers to remove.
 _CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})

@@ -18,6 +18,7 @@ from httptools import (
     HttpResponseParser,
 )
 
+from sidecars.observability import get_logger
 from sidecars.proxy import headers as h
 from sidecars.proxy.headers import STANDARD_STATUS
 from sidecars.proxy.timer import DeadlineTimer
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 
 
 _RESPONSE_SPELLINGS = h.RESPONSE_HEADERS.by_spelling
+log = get_logger("sidecars.proxy")
 
 
 class _HeadResponseEnd(Exception):
@@ -36,11 +38,18 @@ class _HeadResponseEnd(Exception):
 
 
 class _OutOfStep(Exception):
-    """A response began where none was asked for (bytes after a complete response)."""
+    """A response began where none was asked for (bytes after a complete response, or a
+    second final answer to one request)."""
 
 
 class _BadStatus(Exception):
     """A status outside 100-599: not an HTTP response (llhttp takes any three digits)."""
+
+
+def _count_bytes_after_response(exchange: Exchange) -> None:
+    route = exchange.route
+    route.metrics.upstream_errors["bad_response"].inc()
+    log.warn("upstream_bytes_after_response", upstream=route.name)
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -241,8 +250,10 @@ class UpstreamConnection(asyncio.Protocol):
     def _bad_response(self, exchange: Exchange) -> None:
         if self.exchange is exchange:
             exchange.on_upstream_failure(self, "bad_response")
-        else:
+        elif not self.closed:
+            # The response was delivered and the connection kept: the bytes came after it.
             self.abort()
+            _count_bytes_after_response(exchange)
 
     def eof_received(self) -> bool | None:
         if self.tunnel is not None:
@@ -290,6 +301,10 @@ class UpstreamConnection(asyncio.Protocol):
             exchange.client.resume_reading(exchange.client.PAUSED_BY_UPSTREAM)
 
     # -- llhttp callbacks -------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self.head_done:
+            raise _OutOfStep  # bytes after the end of the response
 
     def on_status(self, reason: bytes) -> None:
         self.reason += reason  # in pieces when the status line came in more than one read
