@@ -183,9 +183,9 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     def on_exchange_done(self, exchange: Exchange) -> None:
+        self.active = None  # (on a closed connection too: no cycle left behind)
         if self.closed:
             return
-        self.active = None
         self.flush()
         if self.close_after:
             self._close(
@@ -305,7 +305,13 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._timer.cancel()
+        # The timer's callback, the parser's protocol and the exchange's client are this
+        # connection: reference cycles. Broken here, a closed connection is freed at once
+        # instead of by the cycle collector, which after a storm of connections ran too
+        # rarely (a full pass) to give their memory back to the next ones.
+        self._timer.close()
+        self._parser = None
+        self._head = self._receiving = self._starting = None
         route = self.route
         route.connections.discard(self)
         route.metrics.active_connections.dec()

@@ -146,6 +146,13 @@ class DeadlineTimer:
                 wheel.remove(self, self._slot)
             self._slot = _NEVER
 
+    def close(self) -> None:
+        """Cancel for good and drop the callback: its owner (the object of a bound method,
+        which holds this timer) is then freed by reference counting as soon as it is let go,
+        not left for the cycle collector's rare full pass."""
+        self.cancel()
+        self._callback = _nothing
+
     def _fire(self) -> None:
         self._armed_at = math.inf
         deadline = self.deadline
@@ -156,3 +163,7 @@ class DeadlineTimer:
             self._callback()
         else:
             self.set(deadline)
+
+
+def _nothing() -> None:
+    """A closed timer's callback."""
