@@ -816,6 +816,13 @@ def measure_idle(contestant: Contestant, count: int) -> dict[str, Any]:
         fds_held = open_descriptors(pid)
     closed_seen = wait_descriptors_below(pid, fds_before + 16)
     after = status_kib(pid, "VmRSS")
+    # A second storm: what the first left behind is either reused (no growth: kept by the
+    # allocator) or not (growth: something still holds the first storm's connections).
+    with idle_connections(host, port, count):
+        contestant.process.check_alive()
+        second_held = status_kib(pid, "VmRSS")
+    closed_seen = wait_descriptors_below(pid, fds_before + 16) and closed_seen
+    second_after = status_kib(pid, "VmRSS")
     contestant.process.check_alive()
     grown = held - before
     return {
@@ -824,6 +831,8 @@ def measure_idle(contestant: Contestant, count: int) -> dict[str, Any]:
         "rss_before_mb": before / 1024,
         "rss_held_mb": held / 1024,
         "rss_after_close_mb": after / 1024,
+        "rss_second_held_mb": second_held / 1024,
+        "rss_after_second_close_mb": second_after / 1024,
         "kib_per_connection": grown / count,
         "returned_share": round((held - after) / grown, 3) if grown > 0 else None,
         "descriptors_before": fds_before,
@@ -844,7 +853,9 @@ def run_idle(upstream: NginxUpstream, log_level: str, patience: Patience) -> lis
             row = rows[-1]
             print(
                 f"    {row['name']:<10} {row['rss_before_mb']:.1f} -> {row['rss_held_mb']:.1f} MB "
-                f"with {IDLE_CONNECTIONS:,} idle, {row['rss_after_close_mb']:.1f} MB after close",
+                f"with {IDLE_CONNECTIONS:,} idle, {row['rss_after_close_mb']:.1f} MB after close; "
+                f"again {row['rss_second_held_mb']:.1f} -> "
+                f"{row['rss_after_second_close_mb']:.1f} MB",
                 flush=True,
             )
     return rows
@@ -854,7 +865,7 @@ def print_idle(rows: list[dict[str, Any]]) -> None:
     print(f"\n== idle ({IDLE_CONNECTIONS:,} keep-alive connections, one request each)")
     print_table(
         ["contestant", "RSS before MB", "held MB", "KiB/conn", "after close MB", "returned",
-         "fds held"],
+         "2nd held MB", "2nd after MB", "fds held"],
         [
             [
                 row["name"],
@@ -863,6 +874,8 @@ def print_idle(rows: list[dict[str, Any]]) -> None:
                 f"{row['kib_per_connection']:.2f}",
                 f"{row['rss_after_close_mb']:.1f}",
                 _fmt(row["returned_share"], ".0%"),
+                f"{row['rss_second_held_mb']:.1f}",
+                f"{row['rss_after_second_close_mb']:.1f}",
                 str(row["descriptors_held"]),
             ]
             for row in rows

@@ -52,6 +52,10 @@ _TLS_RECORD = 0x16  # first byte of a TLS ClientHello
 # How long a refused client may go on sending before the connection is closed (nginx's
 # lingering_time is 30 s; a refusal only needs the answer to arrive first).
 _LINGER = 2.0
+# How long a keep-alive connection keeps its parser and its reusable exchange (about 1.7 KiB)
+# once idle: a busy connection reuses them (making them again costs a few microseconds per
+# request), one idle longer gives them back and makes new ones for its next request.
+IDLE_RELEASE = 0.5
 
 
 def parse_error(error: HttpParserError, data: bytes) -> SidecarError:
@@ -125,7 +129,9 @@ class ClientConnection(asyncio.Protocol):
         self._receiving: Exchange | None = None
         self._starting: Exchange | None = None
         self.active: Exchange | None = None
-        self._queue: list[Exchange] = []  # pipelined: rare and short, a list is smaller
+        # Pipelined requests waiting: rare and short; made for the first one (an idle
+        # connection holds no empty list).
+        self._queue: list[Exchange] | None = None
         # Bytes for the client, handed to the outbox together by flush().
         self.out: list[bytes] = []
         self._paused = 0
@@ -177,18 +183,20 @@ class ClientConnection(asyncio.Protocol):
         self._close()
 
     def on_exchange_done(self, exchange: Exchange) -> None:
+        self.active = None  # (on a closed connection too: no cycle left behind)
         if self.closed:
             return
-        self.active = None
         self.flush()
         if self.close_after:
             self._close(
                 linger=not exchange.request_done or bool(self._paused & self.PAUSED_FOR_GOOD)
             )
             return
-        if self._queue:
-            self.active = self._queue.pop(0)
-            if not self._queue:
+        queue = self._queue
+        if queue:
+            self.active = queue.pop(0)
+            if not queue:
+                self._queue = None
                 self.resume_reading(self.PAUSED_BY_PIPELINE)
             self.loop.call_soon(self._start_next)
             return
@@ -196,8 +204,9 @@ class ClientConnection(asyncio.Protocol):
             self._close()
             return
         # The connection's timer is always armed: when it fires it finds the connection idle
-        # and measures from here.
-        self._idle_since = self.route.timer_clock()
+        # and measures from here (first to give back what the next request may make again).
+        self._idle_since = now = self.route.timer_clock()
+        self._timer.set(now + IDLE_RELEASE)
 
     def start_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
         """Relay raw bytes both ways from now on (after the upstream's 101)."""
@@ -227,8 +236,7 @@ class ClientConnection(asyncio.Protocol):
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check.
         self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
-        self.remote_addr = str(peer[0]) if peer else ""
-        self.peer = self.remote_addr.encode()
+        self.remote_addr, self.peer = _address(str(peer[0]) if peer else "")
         route = self.route
         route.connections.add(self)
         route.metrics.connections.inc()
@@ -297,7 +305,13 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._timer.cancel()
+        # The timer's callback, the parser's protocol and the exchange's client are this
+        # connection: reference cycles. Broken here, a closed connection is freed at once
+        # instead of by the cycle collector, which after a storm of connections ran too
+        # rarely (a full pass) to give their memory back to the next ones.
+        self._timer.close()
+        self._parser = None
+        self._head = self._receiving = self._starting = None
         route = self.route
         route.connections.discard(self)
         route.metrics.active_connections.dec()
@@ -308,9 +322,11 @@ class ClientConnection(asyncio.Protocol):
         active = self.active
         if active is not None:
             active.on_client_gone()
-        for waiting in self._queue:
-            waiting.on_client_gone()
-        self._queue.clear()
+        queue = self._queue
+        if queue is not None:
+            self._queue = None
+            for waiting in queue:
+                waiting.on_client_gone()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -400,7 +416,7 @@ class ClientConnection(asyncio.Protocol):
         if self.active is None:
             self.active = self._starting = head
         else:
-            self._queue.append(head)
+            self._enqueue(head)
             self.pause_reading(self.PAUSED_BY_PIPELINE)
 
     def on_body(self, body: bytes) -> None:
@@ -452,6 +468,12 @@ class ClientConnection(asyncio.Protocol):
             self.active = exchange
             exchange.start()
         else:
+            self._enqueue(exchange)
+
+    def _enqueue(self, exchange: Exchange) -> None:
+        if self._queue is None:
+            self._queue = [exchange]
+        else:
             self._queue.append(exchange)
 
     def _start_next(self) -> None:
@@ -488,11 +510,16 @@ class ClientConnection(asyncio.Protocol):
         if self.active is None and self._upgrade_buffer is None:
             # Idle between requests, or a head not begun (a new connection that never spoke,
             # or bytes before a target): close quietly.
-            deadline = (
-                self._head_started + route.header_timeout
-                if self._head_started
-                else self._idle_since + route.idle_timeout
-            )
+            if self._head_started:
+                deadline = self._head_started + route.header_timeout
+            else:
+                deadline = self._idle_since + route.idle_timeout
+                if self._parser is not None or self._head is not None:
+                    release_at = self._idle_since + IDLE_RELEASE
+                    if now >= release_at:
+                        self._release_idle_state()
+                    else:
+                        deadline = min(deadline, release_at)
             if now < deadline:
                 self._timer.set(deadline)
             else:
@@ -506,6 +533,12 @@ class ClientConnection(asyncio.Protocol):
                 return
             self._reads_checked = self._reads
         self._timer.set(now + route.idle_timeout)
+
+    def _release_idle_state(self) -> None:
+        """Drop the parser and the reusable exchange of a connection idle between requests
+        (no bytes of a next head read): its next request makes new ones."""
+        self._parser = None
+        self._head = None
 
     def _close(self, *, linger: bool = False) -> None:
         """Close after what was written; with ``linger``, the client may still be sending
@@ -524,6 +557,21 @@ class ClientConnection(asyncio.Protocol):
             self._paused = 0
             self.transport.resume_reading()
         self._timer.set(self.route.timer_clock() + _LINGER)
+
+
+# Client addresses as str and bytes, shared by the connections from one address (a sidecar's
+# clients are few hosts: a copy of each per connection was 0.1 KiB of every idle one).
+_ADDRESSES: dict[str, tuple[str, bytes]] = {}
+_ADDRESSES_KEPT = 4096
+
+
+def _address(host: str) -> tuple[str, bytes]:
+    known = _ADDRESSES.get(host)
+    if known is None:
+        if len(_ADDRESSES) >= _ADDRESSES_KEPT:
+            _ADDRESSES.clear()
+        known = _ADDRESSES[host] = (host, host.encode())
+    return known
 
 
 def _judge_head(head: RequestHead, route: Route) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import httptools
 import pytest
 
+from sidecars.proxy.client import IDLE_RELEASE
 from sidecars.proxy.headers import FORWARD, HeaderRoles
 
 GET = b"GET /orders?id=7 HTTP/1.1\r\nHost: localhost:15001\r\n\r\n"
@@ -355,6 +356,44 @@ async def test_keep_alive_idleness_has_its_own_timeout(wire: Any) -> None:
     fresh._on_timer()
     await w.settle()
     assert fresh.transport.closed  # type: ignore[union-attr]
+
+
+async def test_an_idle_connection_gives_back_its_parser_and_exchange(wire: Any) -> None:
+    """Past IDLE_RELEASE idle, the parser and the reusable exchange go; the next request
+    makes new ones, and the idle timeout still counts from the end of the last answer."""
+    now = [1000.0]
+    w = wire(idle_timeout="60s", timer_clock=lambda: now[0])
+    await w.send(GET)
+    await w.answer(OK)
+    assert w.client._parser is not None and w.client._head is not None
+    now[0] += IDLE_RELEASE / 2
+    w.client._on_timer()  # too soon: kept for a next request
+    assert w.client._parser is not None
+    now[0] += IDLE_RELEASE
+    w.client._on_timer()
+    assert w.client._parser is None and w.client._head is None
+    assert w.client._timer.deadline == pytest.approx(1000.0 + 60)
+    await w.send(GET)
+    await w.answer(OK)
+    assert w.received().count(b"HTTP/1.1 200 OK\r\n") == 2
+    now[0] += 61
+    w.client._on_timer()
+    await w.settle()
+    assert w.client_transport.closed
+
+
+async def test_bytes_of_a_next_head_keep_the_parser(wire: Any) -> None:
+    now = [1000.0]
+    w = wire(header_timeout="10s", idle_timeout="60s", timer_clock=lambda: now[0])
+    await w.send(GET)
+    await w.answer(OK)
+    await w.send(b"\r\n")  # before a target: the parser holds them
+    now[0] += IDLE_RELEASE * 2
+    w.client._on_timer()
+    assert w.client._parser is not None
+    await w.send(GET)
+    await w.answer(OK)
+    assert w.received().count(b"HTTP/1.1 200 OK\r\n") == 2
 
 
 async def test_an_idle_tunnel_is_closed_after_the_idle_timeout(wire: Any) -> None:

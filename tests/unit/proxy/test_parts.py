@@ -8,7 +8,9 @@ import io
 import json
 import math
 import os
+import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -117,15 +119,22 @@ def test_sidecar_answers_follow_the_contract() -> None:
 
 
 class FakeLoop:
-    """call_at, call_later and time() on a clock the test moves."""
+    """call_at, call_later, time() and is_closed() on a clock the test moves."""
 
     def __init__(self) -> None:
         self.now = 0.0
         self.handles: list[tuple[float, Any]] = []
         self.armed = 0
+        self.errors: list[dict[str, Any]] = []
 
     def time(self) -> float:
         return self.now
+
+    def is_closed(self) -> bool:
+        return False
+
+    def call_exception_handler(self, context: dict[str, Any]) -> None:
+        self.errors.append(context)
 
     def call_at(self, when: float, callback: Any) -> Any:
         self.armed += 1
@@ -161,6 +170,51 @@ def test_a_deadline_timer_rearms_only_when_needed() -> None:
     loop.advance(30.0)
     assert fired == [15.0]
     assert timer.deadline == math.inf
+
+
+def test_deadline_timers_share_one_loop_handle() -> None:
+    """A thousand connections' deadlines cost the loop one handle at a time; each fires at
+    its own deadline (rounded up to the wheel's slot), a failing callback does not keep the
+    others from firing, and a cancelled timer leaves no reference in the wheel."""
+    loop = FakeLoop()
+    fired: list[int] = []
+
+    def callback(index: int) -> Callable[[], None]:
+        def call() -> None:
+            fired.append(index)
+            if index == 3:
+                raise RuntimeError("a connection's bug")
+
+        return call
+
+    timers = [DeadlineTimer(loop, callback(i)) for i in range(1000)]  # type: ignore[arg-type]
+    for index, timer in enumerate(timers):
+        timer.set(10.0 + index % 4)
+    assert loop.armed == 1
+    timers[0].cancel()
+    references = sys.getrefcount(timers[0])
+    assert references == 2  # the list and getrefcount's argument: not the wheel
+    loop.advance(10.0)
+    assert fired == list(range(4, 1000, 4)) and loop.armed == 2  # then for the next slot
+    loop.advance(13.0)
+    assert sorted(fired) == list(range(1, 1000))
+    assert len(loop.errors) == 1
+    assert timers[0].deadline == math.inf and loop.armed == 2  # nothing left: no handle
+
+
+def test_a_timer_re_armed_far_away_does_not_hide_a_nearer_one() -> None:
+    loop = FakeLoop()
+    fired: list[str] = []
+    far = DeadlineTimer(loop, lambda: fired.append("far"))  # type: ignore[arg-type]
+    near = DeadlineTimer(loop, lambda: fired.append("near"))  # type: ignore[arg-type]
+    far.set(10.0)
+    far.set(100.0)  # fires at 10, finds its deadline moved and re-arms at 100
+    near.set(20.0)
+    loop.advance(10.0)
+    loop.advance(20.0)
+    assert fired == ["near"]
+    loop.advance(100.0)
+    assert fired == ["near", "far"]
 
 
 FAMILIES = (
@@ -238,9 +292,12 @@ def test_the_scrape_time_families_match_prometheus_client_s_own() -> None:
     assert metrics.answered_total == len(answers)
     # Counted as they happen: the next scrape sees the next answer, with no publish between.
     metrics.answered(200, 0.0004)
-    assert PROXY_METRICS.get_sample_value(
-        "sidecar_requests_total", {"sidecar": "breaker", "upstream": "exposed", "code": "200"}
-    ) == 5
+    assert (
+        PROXY_METRICS.get_sample_value(
+            "sidecar_requests_total", {"sidecar": "breaker", "upstream": "exposed", "code": "200"}
+        )
+        == 5
+    )
 
 
 def test_routes_of_one_name_add_to_the_same_counts() -> None:

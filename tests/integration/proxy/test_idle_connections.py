@@ -1,0 +1,74 @@
+"""Idle client connections through the real process: the shared deadline wheel closes them,
+a connection idle long enough to have given back its parser and exchange is still served,
+and a storm of connections opened and closed leaves the sidecar healthy."""
+
+from __future__ import annotations
+
+import asyncio
+import resource
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from support import LOOPBACK
+
+from sidecars.proxy.client import IDLE_RELEASE
+
+GET = b"GET /echo HTTP/1.1\r\nHost: x\r\n\r\n"
+STORM = 2000
+
+
+@pytest.fixture
+def short_idle_proxy(backend: Any, proxies: Callable[..., Any]) -> Any:
+    return proxies(
+        {
+            "BREAKER_UPSTREAM": backend.url,
+            "BREAKER_HEADER_TIMEOUT": "1s",
+            "BREAKER_IDLE_TIMEOUT": "1s",
+        }
+    )
+
+
+async def test_idle_keep_alive_connections_are_closed(short_idle_proxy: Any, connect: Any) -> None:
+    """Many connections' deadlines on one wheel: every idle one is closed, and one that
+    never spoke is closed by the header deadline."""
+    spoke = [await connect(short_idle_proxy.port) for _ in range(20)]
+    silent = await connect(short_idle_proxy.port)
+    for connection in spoke:
+        await connection.send(GET)
+        assert (await connection.response()).status == 200
+    assert all(await asyncio.gather(*(c.closed() for c in [*spoke, silent])))
+
+
+async def test_a_connection_idle_past_the_release_is_served_again(proxy: Any, connect: Any) -> None:
+    connection = await connect(proxy.port)
+    for _ in range(3):
+        await connection.send(GET)
+        assert (await connection.response()).status == 200
+        # Idle long enough to give back its parser and exchange (what is tested here).
+        await asyncio.sleep(IDLE_RELEASE * 3)
+    await connection.send(GET + GET)  # pipelined, on freshly made ones
+    assert [(await connection.response()).status for _ in range(2)] == [200, 200]
+
+
+def test_a_storm_of_connections_leaves_the_process_healthy(proxy: Any) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < STORM + 256:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, STORM + 256), hard))
+    sockets = []
+    try:
+        for _ in range(STORM):
+            sock = socket.create_connection((LOOPBACK, proxy.port), timeout=10)
+            sockets.append(sock)
+        for sock in sockets[::2]:
+            sock.sendall(GET)
+        for sock in sockets[::2]:
+            assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    finally:
+        for sock in sockets:
+            sock.close()
+    with socket.create_connection((LOOPBACK, proxy.port), timeout=10) as sock:
+        sock.sendall(GET)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    assert proxy.sidecar.process.poll() is None
