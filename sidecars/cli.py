@@ -156,20 +156,21 @@ def _run_sidecar(command: str) -> int:
         observability.expose(observability.LOG_ADAPTER_METRICS)
         log_settings = loaded
         return runtime.run(lambda lifecycle: serve_logs(log_settings, lifecycle))
-    from sidecars.proxy.accesslog import CLOSE_TIMEOUT, stdout_output  # noqa: PLC0415
+    from sidecars.proxy.accesslog import close_output, stdout_output  # noqa: PLC0415
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
     # One stdout writer for the process log and the access log (accesslog.StdoutThread).
     stdout = stdout_output(command, loaded.access_log_buffer)
     observability.configure_logging(
-        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put, command)
+        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put_line, command)
     )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded
     code = runtime.run(lambda lifecycle: serve_proxy(proxy_settings, lifecycle))
     # The proxy closed it on a normal stop (the last lines, "stopped", written at once since);
     # after a fatal error this writes what waits, the "fatal" line included.
-    stdout.close(CLOSE_TIMEOUT)
+    if not stdout.closing:
+        close_output(stdout, None, command)
     return code
 
 

@@ -90,7 +90,9 @@ def configure_logging(sidecar: str, level: str, stream: TextSink | None = None) 
             structlog.processors.JSONRenderer(serializer=_orjson_dumps),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
-        logger_factory=structlog.PrintLoggerFactory(out),
+        # One write per line (PrintLogger writes the line and its newline apart: a line from
+        # another thread could land between them).
+        logger_factory=structlog.WriteLoggerFactory(out),
         cache_logger_on_first_use=True,
     )
     # Libraries that log through the standard library (redis, pybreaker, aiohttp) end up as

@@ -22,7 +22,10 @@ line once stdout takes lines again.
 from __future__ import annotations
 
 import asyncio
+import datetime
+import os
 import re
+import select
 import sys
 import threading
 import time
@@ -250,10 +253,19 @@ class StdoutThread:
     ``put`` refuses. A failed write (stdout closed) loses its lines, counted by reason
     ``write_error``. Once ``close`` has written everything, ``put`` writes at once (the loop
     is gone: the last process log lines, ``stopped``, are kept); if stdout stayed stuck, it
-    refuses."""
+    refuses.
+
+    A process log line (``put_line``) is written at once, on the caller's thread, when
+    nothing waits and stdout can take it without blocking (polled writable, at most
+    ``PIPE_BUF`` bytes: one atomic write): a line logged before an answer is then on stdout
+    before the answer is sent, as it was when the process log wrote stdout itself."""
 
     def __init__(self, sidecar: str, max_pending: int, stream: BinaryIO | None = None) -> None:
         self._stream = stream if stream is not None else sys.stdout.buffer
+        self._fd = _fileno(self._stream)
+        self._writable = select.poll()
+        if self._fd >= 0:
+            self._writable.register(self._fd, select.POLLOUT)
         self._max_pending = max_pending
         self._ready = threading.Condition()
         self._queue: deque[bytes] = deque()
@@ -280,9 +292,36 @@ class StdoutThread:
             self._ready.notify()
         return True
 
-    def close(self, timeout: float) -> int:
-        """Write what was taken, within ``timeout`` seconds; the bytes left unwritten."""
+    def put_line(self, data: bytes) -> bool:
+        """``put`` for process log lines: written at once when that cannot block."""
         with self._ready:
+            if (
+                not self._pending
+                and not self._closing
+                and self._fd >= 0
+                and len(data) <= select.PIPE_BUF
+                and self._writable.poll(0) == [(self._fd, select.POLLOUT)]
+            ):
+                try:
+                    written = os.write(self._fd, data)
+                except OSError:
+                    self._write_errors.inc(data.count(b"\n"))
+                    return True
+                if written == len(data):
+                    return True
+                data = data[written:]  # (a regular file on a full disk): the rest queued
+        return self.put(data)
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def close(self, timeout: float) -> int:
+        """Write what was taken, within ``timeout`` seconds; the bytes left unwritten. A
+        second call waits no more (it returns what is still unwritten)."""
+        with self._ready:
+            if self._closing:
+                return 0 if self._closed else self._pending
             self._closing = True
             self._ready.notify()
         self._writer.join(timeout)
@@ -304,11 +343,52 @@ class StdoutThread:
                 self._pending -= len(data)
 
     def _write(self, data: bytes) -> None:
+        """Write ``data`` whole: straight to the file descriptor when there is one, so that
+        a write stuck in a full pipe holds no lock of ``sys.stdout``'s buffer (the
+        interpreter's exit flushes it, and would abort waiting for that lock) and a failed
+        write leaves nothing buffered to fail again at exit."""
         try:
-            self._stream.write(data)
-            self._stream.flush()
+            if self._fd < 0:
+                self._stream.write(data)
+                self._stream.flush()
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view) :]
         except (OSError, ValueError):
             self._write_errors.inc(data.count(b"\n"))
+
+
+def _fileno(stream: BinaryIO) -> int:
+    """The file descriptor under ``stream`` when it has no buffered bytes of its own to
+    write first (stdout's buffer is flushed after every write here); -1: none."""
+    try:
+        stream.flush()
+        return stream.fileno()
+    except (OSError, ValueError, AttributeError):
+        return -1
+
+
+def close_output(stdout: StdoutThread, access_log: AccessLog | None, sidecar: str) -> None:
+    """Write the lines still buffered (access and process log) before exit; if stdout takes
+    nothing for ``CLOSE_TIMEOUT``, the loss is reported on stderr (stdout is what is
+    stuck)."""
+    if access_log is not None:
+        unwritten, dropped = access_log.close()  # its output is ``stdout``: closed too
+    else:
+        unwritten, dropped = stdout.close(CLOSE_TIMEOUT), 0
+    if unwritten or dropped:
+        event = {
+            "timestamp": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}",
+            "level": "warn",
+            "sidecar": sidecar,
+            "logger": "sidecars.proxy.access",
+            "event": "access_log_unwritten",
+            "bytes": unwritten,
+            "lines_dropped": dropped,
+        }
+        sys.stderr.write(orjson.dumps(event).decode() + "\n")
+        sys.stderr.flush()
 
 
 _STDOUT: list[StdoutThread] = []  # the process's one stdout writer, once made

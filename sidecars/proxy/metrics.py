@@ -174,6 +174,8 @@ class RouteMetrics:
             if duration <= bound:
                 break
             bucket += 1
+        else:
+            bucket = len(_BOUNDS) - 1  # NaN passes no bound: counted in the last bucket
         durations.buckets[bucket] += 1
         durations.total += duration
         self.answered_total += 1

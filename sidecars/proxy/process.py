@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import gc
-import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from sidecars import admin
 from sidecars.observability import get_logger
-from sidecars.proxy.accesslog import CLOSE_TIMEOUT, AccessLog, StdoutThread, stdout_output
+from sidecars.proxy.accesslog import AccessLog, StdoutThread, close_output, stdout_output
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.fault_drills import drills_for, faults_resource
@@ -117,16 +113,15 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
     for state in shared:
         await state.close()
     await admin_server.close()
-    _close_stdout(stdout, access_log, settings.sidecar)
+    close_output(stdout, access_log, settings.sidecar)
 
 
 def _freeze_start_up_objects() -> None:
     """Move what start-up made (modules, settings, routes, metric families: tens of thousands
     of objects) out of the cyclic collector's sight: they live as long as the process, yet
     every full collection would walk them all, a pause of milliseconds in some request's
-    latency. Requests make no reference cycles (a client connection makes one, with its
-    exchange and transport, collected once it closed), so the young generations stay small
-    and their default thresholds are kept."""
+    latency. Requests make no reference cycles (a client connection breaks its own when it
+    closes), so the young generations stay small and their default thresholds are kept."""
     gc.collect()  # what start-up left over is not frozen for good
     gc.freeze()
 
@@ -147,32 +142,6 @@ def _access_log(
         buffer_size=settings.access_log_buffer,
         flush_interval=settings.access_log_flush,
     )
-
-
-def _close_stdout(stdout: StdoutThread, access_log: AccessLog | None, sidecar: str) -> None:
-    """The lines still buffered (access and process log) are written before exit; if stdout
-    takes nothing for CLOSE_TIMEOUT, the loss is reported on stderr (stdout is what is
-    stuck)."""
-    if access_log is not None:
-        unwritten, dropped = access_log.close()  # its output is ``stdout``: closed too
-    else:
-        unwritten, dropped = stdout.close(CLOSE_TIMEOUT), 0
-    if unwritten or dropped:
-        print(
-            orjson.dumps(
-                {
-                    "timestamp": f"{datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%S.%fZ}",
-                    "level": "warn",
-                    "sidecar": sidecar,
-                    "logger": "sidecars.proxy.access",
-                    "event": "access_log_unwritten",
-                    "bytes": unwritten,
-                    "lines_dropped": dropped,
-                }
-            ).decode(),
-            file=sys.stderr,
-            flush=True,
-        )
 
 
 def _listen(

@@ -18,7 +18,7 @@ from httptools import (
     HttpResponseParser,
 )
 
-from sidecars.observability import get_logger
+from sidecars.observability import LogThrottle, get_logger
 from sidecars.proxy import headers as h
 from sidecars.proxy.headers import STANDARD_STATUS
 from sidecars.proxy.timer import DeadlineTimer
@@ -46,10 +46,15 @@ class _BadStatus(Exception):
     """A status outside 100-599: not an HTTP response (llhttp takes any three digits)."""
 
 
+_BYTES_AFTER_LOGGED = LogThrottle()  # an upstream that does it does it on every response
+
+
 def _count_bytes_after_response(exchange: Exchange) -> None:
     route = exchange.route
     route.metrics.upstream_errors["bad_response"].inc()
-    log.warn("upstream_bytes_after_response", upstream=route.name)
+    held_back = _BYTES_AFTER_LOGGED.due()
+    if held_back is not None:
+        log.warn("upstream_bytes_after_response", upstream=route.name, held_back=held_back)
 
 
 class UpstreamConnection(asyncio.Protocol):

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from typing import Any
@@ -175,3 +179,81 @@ def test_a_fatal_error_s_line_is_written_before_exit(backend: Any) -> None:
     assert result.returncode == 1, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert events[-1]["event"] == "fatal", result.stdout[-2000:]
+
+
+def _stop_with_stdout(
+    backend: Any, stdout: Any, before_load: Callable[[], None]
+) -> tuple[int, str]:
+    """Start a breaker writing stdout to ``stdout``, call ``before_load``, send 2,000 requests
+    (about 600 KB of access lines with the long path: more than a pipe and the writer's bound
+    hold), SIGTERM it; its exit code and stderr."""
+    port, admin_port = free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BREAKER_UPSTREAM": backend.url,
+        "BREAKER_LISTEN": f"{LOOPBACK}:{port}",
+        "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
+        "BREAKER_ACCESS_LOG_BUFFER": "4KiB",
+        "BREAKER_ACCESS_LOG_FLUSH": "10ms",
+        "SIDECAR_DRAIN_TIMEOUT": "1s",
+    }
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sidecars", "breaker"], env=env, stdout=stdout, stderr=errors
+        )
+        try:
+            readyz = f"http://{LOOPBACK}:{admin_port}/readyz"
+            while True:  # polling /readyz, not a readiness guess
+                assert process.poll() is None, "the breaker exited at start"
+                try:
+                    if http_get(readyz, timeout=0.5)[0] == 200:
+                        break
+                except OSError:
+                    time.sleep(0.02)
+            before_load()
+            with socket.create_connection((LOOPBACK, port), timeout=10) as client:
+                request = b"GET /echo/" + b"x" * 200 + b" HTTP/1.1\r\nHost: a\r\n\r\n"
+                for _ in range(2000):
+                    client.sendall(request)
+                    assert client.recv(65536).startswith(b"HTTP/1.1 200")
+            process.send_signal(signal.SIGTERM)
+            code = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        errors.seek(0)
+        return code, errors.read().decode(errors="replace")
+
+
+def test_sigterm_with_stdout_stuck_exits_0_and_reports_what_was_not_written(backend: Any) -> None:
+    """The writer thread is blocked in a write to a full pipe nobody reads: the exit does not
+    wait on it past the close timeout, nor abort on stdout's buffer lock."""
+    reader, writer = os.pipe()
+    try:
+        code, errors = _stop_with_stdout(backend, writer, lambda: None)
+    finally:
+        os.close(reader)
+        os.close(writer)
+    assert code == 0, errors
+    unwritten = [json.loads(line) for line in errors.splitlines() if "access_log_unwritten" in line]
+    assert unwritten and unwritten[0]["bytes"] > 0, errors
+
+
+def test_sigterm_with_stdout_closed_by_its_reader_exits_0(backend: Any) -> None:
+    """Every write fails (EPIPE): the lines are counted lost, and nothing is left buffered for
+    the interpreter's exit to fail on again."""
+    reader, writer = os.pipe()
+    try:
+        code, errors = _stop_with_stdout(backend, writer, lambda: os.close(reader))
+    finally:
+        os.close(writer)
+    assert code == 0, errors
+    assert "Traceback" not in errors and "Exception ignored" not in errors, errors
+
+
+def test_sigterm_with_stdout_on_a_full_disk_exits_0(backend: Any) -> None:
+    with open("/dev/full", "wb") as full:
+        code, errors = _stop_with_stdout(backend, full, lambda: None)
+    assert code == 0, errors
+    assert "Traceback" not in errors and "Exception ignored" not in errors, errors

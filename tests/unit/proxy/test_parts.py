@@ -8,6 +8,7 @@ import io
 import json
 import math
 import os
+import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -573,3 +574,53 @@ def test_process_log_lines_go_whole_through_the_writer_and_drops_are_counted() -
     lines = [orjson.loads(line) for line in bytes(received).splitlines()]
     assert [line["event"] for line in lines] == ["big", "log_lines_dropped", "stopped"]
     assert (lines[1]["lines"], lines[1]["sidecar"]) == (1, "breaker")
+
+
+def test_a_nan_duration_is_counted_in_the_last_bucket_not_raised() -> None:
+    metrics = RouteMetrics("breaker", "nan-duration")
+    metrics.answered(200, math.nan)
+    metrics.answered(200, 0.001)
+    assert PROXY_METRICS.get_sample_value(
+        "sidecar_request_duration_seconds_count",
+        {"sidecar": "breaker", "upstream": "nan-duration", "status_class": "2xx"},
+    ) == 2
+
+
+def test_a_process_log_line_is_on_stdout_when_put_line_returns(tmp_path: Any) -> None:
+    """With nothing waiting, a process log line is written on the caller's thread: a line
+    logged before an answer is on stdout before the answer leaves. Behind a waiting access
+    batch it is queued after it (order kept)."""
+    with (tmp_path / "stdout").open("wb") as stream:
+        output = StdoutThread("breaker", max_pending=100_000, stream=stream)
+        assert output.put_line(b'{"event":"first"}\n')
+        assert (tmp_path / "stdout").read_bytes() == b'{"event":"first"}\n'
+        assert output.close(10.0) == 0
+        assert output.close(10.0) == 0  # a second close waits for nothing
+
+
+def test_log_lines_from_two_threads_stay_whole_lines() -> None:
+    """structlog on one thread and the standard library's logging on another, both on the
+    process log stream (as redis logs from its executor thread): no line glued to another."""
+    script = """
+import logging, sys, threading
+from sidecars import observability as obs
+lines = []
+obs.configure_logging("breaker", "info", obs.ProcessLogStream(
+    lambda data: lines.extend(data.splitlines()) or True, "breaker"))
+structlog_log, stdlib_log = obs.get_logger("sidecars.proxy"), logging.getLogger("redis")
+sys.setswitchinterval(1e-6)
+threads = [
+    threading.Thread(target=lambda: [structlog_log.info("a", i=i) for i in range(20000)]),
+    threading.Thread(target=lambda: [stdlib_log.warning("b %d", i) for i in range(20000)]),
+]
+for thread in threads: thread.start()
+for thread in threads: thread.join()
+sys.stdout.buffer.write(b"\\n".join(lines))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, timeout=120, check=True
+    )
+    lines = done.stdout.split(b"\n")
+    assert len(lines) == 40_000
+    for line in lines:
+        orjson.loads(line)  # each a whole JSON object
