@@ -57,6 +57,19 @@ def _count_bytes_after_response(exchange: Exchange) -> None:
         log.warn("upstream_bytes_after_response", upstream=route.name, held_back=held_back)
 
 
+def _after_heads(data: bytes, heads: int) -> bool:
+    """Whether ``data``, which holds ``heads`` whole heads from its start (llhttp takes only
+    CRLF line ends here), has more than line ends after the last of them: the rest of the read
+    that brought a response to HEAD, which llhttp was stopped before reading."""
+    end = 0
+    for _ in range(heads):
+        found = data.find(b"\r\n\r\n", end)
+        if found < 0:
+            return False
+        end = found + 4
+    return bool(data[end:].strip(b"\r\n"))
+
+
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_interim",
@@ -71,6 +84,7 @@ class UpstreamConnection(asyncio.Protocol):
         "head_done",
         "head_only",
         "idle_since",
+        "interim_heads",
         "keep_alive",
         "listed",
         "loop",
@@ -117,6 +131,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = False
         self.received = False
         self._interim = False
+        self.interim_heads = 0  # 1xx heads read before the response's own
         self.reason = b""
         self.parts: list[bytes] = []  # header name, b": ", value, b"\r\n", ... to relay
         self.content_length: bytes | None = None
@@ -144,6 +159,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_done = False
         self.head_only = head_only
         self.received = False
+        self.interim_heads = 0
         self.reason = b""
         self.parts = []
         self.content_length = None
@@ -231,6 +247,8 @@ class UpstreamConnection(asyncio.Protocol):
         except HttpParserCallbackError as error:
             if isinstance(error.__context__, _HeadResponseEnd):
                 self._parser = HttpResponseParser(self)
+                if not self.head_bytes and _after_heads(data, self.interim_heads + 1):
+                    self._bad_response(exchange)  # delivered: bytes after it
             elif isinstance(error.__context__, (_OutOfStep, _BadStatus)):
                 self._bad_response(exchange)
                 return
@@ -360,6 +378,7 @@ class UpstreamConnection(asyncio.Protocol):
             # Interim answers (100 Continue, 103 Early Hints) are not relayed: the sidecar
             # answers Expect itself, and the final answer follows.
             self._interim = True
+            self.interim_heads += 1
             self.reason = b""
             self.parts = []
             self.listed = None

@@ -157,6 +157,31 @@ async def test_an_answer_to_head_has_no_body(wire: Any, answer: bytes, reused: b
 
 
 @pytest.mark.parametrize(
+    ("answer", "bad"),
+    [
+        # A body (or a second answer) after the head of an answer to HEAD.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nHTTP/1.1 200 OK\r\n\r\n", True),
+        (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nx", True),
+        # Line ends only, or an interim answer before the final one: nothing after it.
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n\r\n", False),
+        (b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 200 OK\r\n"
+         b"Content-Length: 5\r\n\r\n", False),
+    ],
+)
+async def test_bytes_after_an_answer_to_head_close_the_connection(
+    wire: Any, answer: bytes, bad: bool
+) -> None:
+    w = wire()
+    before = bad_responses(w)
+    await w.send(b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n")
+    await w.answer(answer)
+    assert w.received().startswith(b"HTTP/1.1 200 OK\r\n")
+    assert (w.upstreams[0].closed, w.pool.idle_count) == (bad, int(not bad))
+    assert bad_responses(w) == before + int(bad)
+
+
+@pytest.mark.parametrize(
     "answer",
     [
         b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n",
