@@ -80,6 +80,7 @@ class ClientConnection(asyncio.Protocol):
     PAUSED_FOR_GOOD = 16  # input refused: nothing more is read
 
     __slots__ = (
+        "_begun",
         "_diverted",
         "_head",
         "_head_bytes",
@@ -122,6 +123,9 @@ class ClientConnection(asyncio.Protocol):
         self.remote_addr = ""
         self._head: Exchange | None = None  # the request being parsed while _in_head
         self._in_head = False
+        # llhttp has begun a message not yet complete (perhaps only its method's first bytes,
+        # kept inside llhttp with no other callback yet): the parser is not given back idle.
+        self._begun = False
         # When the head being read began: accept for the first request, the first byte of
         # the next one on keep-alive; 0: none begun.
         self._head_started = 0.0
@@ -206,7 +210,7 @@ class ClientConnection(asyncio.Protocol):
         # The connection's timer is always armed: when it fires it finds the connection idle
         # and measures from here (first to give back what the next request may make again).
         self._idle_since = now = self.route.timer_clock()
-        self._timer.set(now + IDLE_RELEASE)
+        self._timer.set(now + min(IDLE_RELEASE, self.route.idle_timeout))
 
     def start_tunnel(self, conn: UpstreamConnection, data: bytes) -> None:
         """Relay raw bytes both ways from now on (after the upstream's 101)."""
@@ -425,7 +429,15 @@ class ClientConnection(asyncio.Protocol):
         if exchange is not None:
             exchange.on_request_body(body)
 
+    def on_message_begin(self) -> None:
+        self._begun = True
+        if self.active is not None and not self._head_started:
+            # The first bytes of a next request while one is active (pipelined): its head
+            # is timed from here.
+            self._head_started = self.route.timer_clock()
+
     def on_message_complete(self) -> None:
+        self._begun = False
         exchange = self._receiving
         if exchange is not None:
             self._receiving = None
@@ -514,7 +526,7 @@ class ClientConnection(asyncio.Protocol):
                 deadline = self._head_started + route.header_timeout
             else:
                 deadline = self._idle_since + route.idle_timeout
-                if self._parser is not None or self._head is not None:
+                if not self._begun and (self._parser is not None or self._head is not None):
                     release_at = self._idle_since + IDLE_RELEASE
                     if now >= release_at:
                         self._release_idle_state()

@@ -22,7 +22,11 @@ from collections.abc import Callable
 # uvloop rounds timers to milliseconds: a handle may fire a hair before its deadline.
 _SLACK = 0.001
 _SLOTS_PER_SECOND = 128  # a power of two: slot times are exact floats
-_NEVER = 1 << 62  # no slot
+_NEVER = (1 << 62) - 1  # no slot (the largest int mypyc keeps unboxed)
+# A deadline further than this (seconds) is put in the slot of the whole second before it:
+# it fires early and re-arms itself nearer, so far slots (idle timeouts of minutes) are one
+# per second, not 128.
+_FAR = 1.0
 
 
 class _Wheel:
@@ -40,9 +44,14 @@ class _Wheel:
         self._armed_slot = _NEVER
         self._done = -1  # the last slot run: a timer re-armed while running goes after it
 
-    def add(self, timer: DeadlineTimer, when: float) -> int:
-        """Arm ``timer`` for the loop time ``when``; returns its slot."""
-        slot = max(math.ceil(when * _SLOTS_PER_SECOND), self._done + 1)
+    def add(self, timer: DeadlineTimer, when: float, now: float) -> int:
+        """Arm ``timer`` for the loop time ``when`` (``now`` is the loop's time); returns
+        its slot."""
+        if when - now > _FAR:
+            slot = math.floor(when) * _SLOTS_PER_SECOND
+        else:
+            slot = math.ceil(when * _SLOTS_PER_SECOND)
+        slot = max(slot, self._done + 1)
         timers = self._slots.get(slot)
         if timers is not None:
             timers[timer] = None
@@ -54,9 +63,13 @@ class _Wheel:
         return slot
 
     def remove(self, timer: DeadlineTimer, slot: int) -> None:
+        """Disarm ``timer`` from ``slot``; a slot left empty goes (its heap entry stays until
+        its time, and finds nothing)."""
         timers = self._slots.get(slot)
         if timers is not None:
             timers.pop(timer, None)
+            if not timers:
+                del self._slots[slot]
 
     def _arm(self, slot: int) -> None:
         if self._handle is not None:
@@ -73,12 +86,17 @@ class _Wheel:
         while due and due[0] <= last:
             slot = heapq.heappop(due)
             self._done = slot
-            for timer in slots.pop(slot):
+            timers = slots.pop(slot, None)
+            if timers is None:
+                continue  # emptied before its time
+            for timer in timers:
                 if timer._slot == slot:
                     timer._slot = _NEVER
                     try:
                         timer._fire()
-                    except Exception as error:  # one connection's bug must not stop the rest
+                    except (KeyboardInterrupt, SystemExit):
+                        raise
+                    except BaseException as error:  # one failure must not stop the others
                         self._loop.call_exception_handler(
                             {"message": "deadline timer callback failed", "exception": error}
                         )
@@ -131,7 +149,8 @@ class DeadlineTimer:
             wheel = _wheel_of(loop)
             if self._slot != _NEVER:
                 wheel.remove(self, self._slot)
-            self._slot = wheel.add(self, loop.time() + max(0.0, deadline - self._clock()))
+            now = loop.time()
+            self._slot = wheel.add(self, now + max(0.0, deadline - self._clock()), now)
 
     def clear(self) -> None:
         """No deadline; a pending wake-up stays and finds nothing to do."""

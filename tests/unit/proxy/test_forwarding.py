@@ -396,6 +396,33 @@ async def test_bytes_of_a_next_head_keep_the_parser(wire: Any) -> None:
     assert w.received().count(b"HTTP/1.1 200 OK\r\n") == 2
 
 
+@pytest.mark.parametrize("start", [b"G", b"GET", b"GET "])
+async def test_the_start_of_a_pipelined_head_survives_the_idle_release(
+    wire: Any, start: bytes
+) -> None:
+    """The first bytes of a next request came while one was active (llhttp keeps a method
+    before calling anything): the release past IDLE_RELEASE must not take them with the
+    parser; the rest of the head completes the request."""
+    now = [1000.0]
+    w = wire(header_timeout="10s", idle_timeout="60s", timer_clock=lambda: now[0])
+    await w.send(GET + start)
+    await w.answer(OK)
+    now[0] += IDLE_RELEASE * 2
+    w.client._on_timer()
+    assert w.client._parser is not None
+    await w.send(GET[len(start) :])
+    await w.answer(OK)
+    assert w.received().count(b"HTTP/1.1 200 OK\r\n") == 2
+
+
+async def test_an_idle_timeout_shorter_than_the_release_closes_on_time(wire: Any) -> None:
+    now = [1000.0]
+    w = wire(idle_timeout="200ms", timer_clock=lambda: now[0])
+    await w.send(GET)
+    await w.answer(OK)
+    assert w.client._timer.deadline == pytest.approx(1000.2)
+
+
 async def test_an_idle_tunnel_is_closed_after_the_idle_timeout(wire: Any) -> None:
     w = wire(idle_timeout="30s")
     await w.send(

@@ -32,7 +32,7 @@ from sidecars.proxy.headers import (
 )
 from sidecars.proxy.metrics import RouteMetrics
 from sidecars.proxy.request import RequestHead
-from sidecars.proxy.timer import DeadlineTimer
+from sidecars.proxy.timer import DeadlineTimer, _wheels
 
 LOCAL = frozenset({b"localhost:15001", b"backend:8080"})
 
@@ -216,6 +216,53 @@ def test_a_timer_re_armed_far_away_does_not_hide_a_nearer_one() -> None:
     assert fired == ["near"]
     loop.advance(100.0)
     assert fired == ["near", "far"]
+
+
+def test_a_callback_raising_a_base_exception_stops_no_other_timer() -> None:
+    loop = FakeLoop()
+    fired: list[str] = []
+
+    def cancelled() -> None:
+        fired.append("bad")
+        raise asyncio.CancelledError
+
+    timers = [DeadlineTimer(loop, cancelled)]  # type: ignore[arg-type]
+    timers += [
+        DeadlineTimer(loop, lambda n=n: fired.append(n))  # type: ignore[arg-type, misc]
+        for n in ("one", "two")
+    ]
+    for timer in timers:
+        timer.set(0.5)
+    loop.advance(0.5)
+    assert sorted(fired) == ["bad", "one", "two"] and len(loop.errors) == 1
+    timers[1].set(0.75)
+    loop.advance(0.75)
+    assert fired[-1] == "one"
+
+
+def test_timers_moved_nearer_leave_no_slot_behind() -> None:
+    """A keep-alive connection's timer moves between its idle timeout (far) and the next
+    release (near) on every request: the wheel keeps no emptied slot, and a far deadline
+    takes a whole second's slot (fired early, then re-armed near)."""
+    loop = FakeLoop()
+    fired: list[float] = []
+    timers = [
+        DeadlineTimer(loop, lambda: fired.append(loop.now))  # type: ignore[arg-type]
+        for _ in range(100)
+    ]
+    for step in range(50):
+        for index, timer in enumerate(timers):
+            timer.set(3600.0 + step + index / 100)  # far, each its own time
+            timer.cancel()
+            timer.set(0.5 + step)
+    wheel = _wheels[loop]  # type: ignore[index]
+    assert len(wheel._slots) <= 2
+    timers[0].cancel()
+    timers[0].set(10.3)
+    loop.advance(10.0)
+    assert fired == []  # the whole second's slot: early, re-armed
+    loop.advance(10.3 + 1 / 128)
+    assert fired == [10.3 + 1 / 128]
 
 
 FAMILIES = (
