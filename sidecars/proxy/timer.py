@@ -8,8 +8,10 @@ the deadline moved and re-arms itself once.
 
 The timers of one loop share one ``_Wheel``: deadlines rounded up to a slot of 1/128 s, one
 loop timer handle for the nearest slot. A uvloop handle (with its libuv timer and context) per
-connection cost about 0.6 KiB of each idle connection; a wheel entry is a list slot. Deadlines
-fire up to 8 ms late, which no timeout here is fine enough to notice.
+connection cost about 0.6 KiB of each idle connection; a wheel entry is a dict slot. Deadlines
+fire up to 8 ms late, which no timeout here is fine enough to notice; one more than a second
+away takes the slot of the whole second before it (it fires early and re-arms nearer), so
+idle timeouts of minutes make one slot a second, not 128, and an emptied slot goes at once.
 """
 
 from __future__ import annotations
