@@ -352,9 +352,10 @@ class StdoutThread:
                 self._stream.write(data)
                 self._stream.flush()
                 return
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self._fd, view) :]
+            # (Offsets, not a shrinking memoryview: mypyc's build wrote the data twice.)
+            written = os.write(self._fd, data)
+            while written < len(data):  # a partial write: rare
+                written += os.write(self._fd, data[written:])
         except (OSError, ValueError):
             self._write_errors.inc(data.count(b"\n"))
 
