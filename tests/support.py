@@ -149,7 +149,10 @@ class Sidecar:
 
     def log_events(self, stream: str = "stdout") -> list[dict[str, Any]]:
         text = self.stdout_text() if stream == "stdout" else self.stderr_text()
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        # Whole lines only: a running sidecar may be in the middle of writing the last one
+        # (a reader of a growing file sees a batch's bytes as they are copied in).
+        whole = text[: text.rfind("\n") + 1]
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
 
     def terminate(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> int:
         assert self.process is not None

@@ -46,7 +46,8 @@ async def upstream() -> AsyncIterator[ScriptedUpstream]:
 def access_lines(proxy: RunningProxy, request_id: str) -> list[str]:
     """The raw access lines of one request on the sidecar's stdout."""
     lines = []
-    for line in proxy.sidecar.stdout_text().splitlines():
+    text = proxy.sidecar.stdout_text()
+    for line in text[: text.rfind("\n") + 1].splitlines():  # whole lines: it is still writing
         event: dict[str, Any] = json.loads(line) if line.startswith("{") else {}
         if event.get("event") == "access" and event.get("request_id") == request_id:
             lines.append(line)
