@@ -247,3 +247,33 @@ Upstreams = Callable[..., Awaitable[ScriptedUpstream]]
 """The ``upstreams`` fixture: ``await upstreams(name, mode)`` starts a scripted upstream."""
 Proxies = Callable[[str, dict[str, str]], Awaitable[RunningProxy]]
 """The ``proxies`` fixture: ``await proxies("breaker", env)`` starts a sidecar."""
+
+
+# A typical nginx answer (8 headers, a 612-byte body), for tests of upstream response reading.
+NGINX_BODY = b"<html>" + b"x" * 599 + b"</html>"
+NGINX_ANSWER = (
+    b"HTTP/1.1 200 OK\r\n"
+    b"Server: nginx/1.22.1\r\n"
+    b"Date: Wed, 02 Dec 2026 12:00:00 GMT\r\n"
+    b"Content-Type: text/html\r\n"
+    b"Content-Length: 612\r\n"
+    b"Last-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
+    b"Connection: keep-alive\r\n"
+    b'ETag: "5f0c-264"\r\n'
+    b"Accept-Ranges: bytes\r\n"
+    b"\r\n"
+) + NGINX_BODY
+
+
+def breaker_process_env(upstream: str, **extra: str) -> tuple[int, int, dict[str, str]]:
+    """Free listen and admin ports and the environment of a ``sidecars breaker`` started by
+    hand (a test that owns its process, its stdout say) in front of ``upstream``."""
+    port, admin_port = free_port(), free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "BREAKER_UPSTREAM": upstream,
+        "BREAKER_LISTEN": f"{LOOPBACK}:{port}",
+        "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
+        **extra,
+    }
+    return port, admin_port, env

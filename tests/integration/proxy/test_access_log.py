@@ -12,8 +12,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from proxy_parts import eventually
-from support import LOOPBACK, free_port, http_get, metric_value
+from proxy_parts import breaker_process_env, eventually
+from support import LOOPBACK, http_get, metric_value
 
 
 async def get(connection: Any, request_id: str, path: str = "/echo") -> int:
@@ -98,15 +98,11 @@ async def test_the_scrape_counts_every_answer_exactly(
 async def test_a_stdout_nobody_reads_loses_counted_lines_and_never_blocks_serving(
     backend: Any, connect: Any
 ) -> None:
-    port, admin_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "BREAKER_UPSTREAM": backend.url,
-        "BREAKER_LISTEN": f"{LOOPBACK}:{port}",
-        "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
+    port, admin_port, env = breaker_process_env(
+        backend.url,
         # 4 KiB buffers, so at most 64 KiB wait for stdout: past the pipe's 64 KiB, lines drop.
-        "BREAKER_ACCESS_LOG_BUFFER": "4KiB",
-    }
+        BREAKER_ACCESS_LOG_BUFFER="4KiB",
+    )
     process = await asyncio.to_thread(
         subprocess.Popen,
         [sys.executable, "-m", "sidecars", "breaker"],

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from proxy_parts import eventually
+from proxy_parts import breaker_process_env, eventually
 from support import LOOPBACK, free_port, http_get, metric_value
 
 TOKEN = "stdout-token"
@@ -89,16 +89,12 @@ async def test_long_process_log_lines_and_access_lines_never_interleave(
 async def test_a_stuck_stdout_blocks_no_process_log_line_and_counts_those_dropped(
     backend: Any, connect: Any
 ) -> None:
-    port, admin_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "BREAKER_UPSTREAM": backend.url,
-        "BREAKER_LISTEN": f"{LOOPBACK}:{port}",
-        "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
-        "SIDECAR_ADMIN_TOKEN": TOKEN,
+    port, admin_port, env = breaker_process_env(
+        backend.url,
+        SIDECAR_ADMIN_TOKEN=TOKEN,
         # 4 KiB buffers: at most 64 KiB wait for stdout, past the pipe's 64 KiB lines drop.
-        "BREAKER_ACCESS_LOG_BUFFER": "4KiB",
-    }
+        BREAKER_ACCESS_LOG_BUFFER="4KiB",
+    )
     process = await asyncio.to_thread(
         subprocess.Popen,
         [sys.executable, "-m", "sidecars", "breaker"],
@@ -187,16 +183,12 @@ def _stop_with_stdout(
     """Start a breaker writing stdout to ``stdout``, call ``before_load``, send 2,000 requests
     (about 600 KB of access lines with the long path: more than a pipe and the writer's bound
     hold), SIGTERM it; its exit code and stderr."""
-    port, admin_port = free_port(), free_port()
-    env = {
-        "PATH": "/usr/bin:/bin",
-        "BREAKER_UPSTREAM": backend.url,
-        "BREAKER_LISTEN": f"{LOOPBACK}:{port}",
-        "BREAKER_ADMIN_LISTEN": f"{LOOPBACK}:{admin_port}",
-        "BREAKER_ACCESS_LOG_BUFFER": "4KiB",
-        "BREAKER_ACCESS_LOG_FLUSH": "10ms",
-        "SIDECAR_DRAIN_TIMEOUT": "1s",
-    }
+    port, admin_port, env = breaker_process_env(
+        backend.url,
+        BREAKER_ACCESS_LOG_BUFFER="4KiB",
+        BREAKER_ACCESS_LOG_FLUSH="10ms",
+        SIDECAR_DRAIN_TIMEOUT="1s",
+    )
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
             [sys.executable, "-m", "sidecars", "breaker"], env=env, stdout=stdout, stderr=errors

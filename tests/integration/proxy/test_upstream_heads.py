@@ -10,21 +10,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from proxy_parts import NGINX_ANSWER as NGINX
+from proxy_parts import NGINX_BODY as BODY
 from support import LOOPBACK
 
-BODY = b"<html>" + b"x" * 599 + b"</html>"
-NGINX = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Server: nginx/1.22.1\r\n"
-    b"Date: Wed, 02 Dec 2026 12:00:00 GMT\r\n"
-    b"Content-Type: text/html\r\n"
-    b"Content-Length: 612\r\n"
-    b"Last-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
-    b"Connection: keep-alive\r\n"
-    b'ETag: "5f0c-264"\r\n'
-    b"Accept-Ranges: bytes\r\n"
-    b"\r\n"
-) + BODY
 # Where /split/<n> cuts NGINX into two writes: in the status line, a name, a value, the
 # empty line, the body.
 SPLITS = [1, 9, 20, 70, len(NGINX) - len(BODY) - 3, len(NGINX) - len(BODY) - 1, len(NGINX) - 5]

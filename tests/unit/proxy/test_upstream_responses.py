@@ -10,6 +10,8 @@ from typing import Any
 
 import httptools
 import pytest
+from proxy_parts import NGINX_ANSWER as NGINX
+from proxy_parts import NGINX_BODY as BODY
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 
@@ -45,19 +47,6 @@ def parse_response(data: bytes) -> tuple[int, Parsed]:
     assert parsed.complete, data
     return parser.get_status_code(), parsed
 
-BODY = b"<html>" + b"x" * 599 + b"</html>"
-NGINX = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Server: nginx/1.22.1\r\n"
-    b"Date: Wed, 02 Dec 2026 12:00:00 GMT\r\n"
-    b"Content-Type: text/html\r\n"
-    b"Content-Length: 612\r\n"
-    b"Last-Modified: Tue, 01 Dec 2026 10:00:00 GMT\r\n"
-    b"Connection: keep-alive\r\n"
-    b'ETag: "5f0c-264"\r\n'
-    b"Accept-Ranges: bytes\r\n"
-    b"\r\n"
-) + BODY
 
 
 def bad_responses(w: Any) -> float:
