@@ -159,10 +159,10 @@ def _run_sidecar(command: str) -> int:
     from sidecars.proxy.accesslog import close_output, stdout_output  # noqa: PLC0415
     from sidecars.proxy.server import serve as serve_proxy  # noqa: PLC0415
 
-    # One stdout writer for the process log and the access log (accesslog.StdoutThread).
+    # One stdout writer for the process log and the access log (accesslog.StdoutWriter).
     stdout = stdout_output(command, loaded.access_log_buffer)
     observability.configure_logging(
-        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put_line, command)
+        command, loaded.common.log_level, observability.ProcessLogStream(stdout.put, command)
     )
     observability.expose(observability.PROXY_METRICS)
     proxy_settings = loaded

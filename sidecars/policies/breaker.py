@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import pybreaker
 
@@ -29,9 +29,9 @@ from sidecars.policies.window import Clock, SlidingCounter
 if TYPE_CHECKING:
     from sidecars.settings import BreakerSettings
 
-STATES = ("closed", "open", "half_open")
+STATES: Final = ("closed", "open", "half_open")
 # Every reason given to ``on_transition``.
-REASONS = frozenset(
+REASONS: Final = frozenset(
     {
         "failure_threshold",
         "failure_ratio",
@@ -43,7 +43,7 @@ REASONS = frozenset(
     }
 )
 
-_FROM_PYBREAKER = {
+_FROM_PYBREAKER: Final = {
     pybreaker.STATE_CLOSED: "closed",
     pybreaker.STATE_OPEN: "open",
     pybreaker.STATE_HALF_OPEN: "half_open",

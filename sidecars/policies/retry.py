@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecars.policies.window import Clock, SlidingCounter
 
@@ -21,11 +21,11 @@ if TYPE_CHECKING:
     from sidecars.settings import RetrySettings
 
 # RFC 9110 section 9.2.2: repeating these has the same effect as sending them once.
-IDEMPOTENT_METHODS: frozenset[bytes] = frozenset(
+IDEMPOTENT_METHODS: Final[frozenset[bytes]] = frozenset(
     {b"GET", b"HEAD", b"OPTIONS", b"PUT", b"DELETE", b"TRACE"}
 )
 # A Retry-After beyond a day is an upstream's way of saying "not today"; the deadline caps it.
-_RETRY_AFTER_MAX = 86400.0
+_RETRY_AFTER_MAX: Final = 86400.0
 
 
 class BackoffSchedule:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Final
 
 
 class EndOfIteration:
@@ -54,11 +55,13 @@ class EndOfIteration:
                 work()
 
 
-_WRITE, _CLOSE, _WRITE_EOF = range(3)
+_WRITE: Final = 0
+_CLOSE: Final = 1
+_WRITE_EOF: Final = 2
 # Past this many bytes queued the outbox writes at once: a large body then meets the client's
 # backpressure (pause_writing, which pauses the upstream) within the read that brought it,
 # instead of after the loop read every upstream socket dry into memory.
-_WRITE_AT_ONCE = 64 * 1024
+_WRITE_AT_ONCE: Final = 64 * 1024
 
 
 class Outbox:

@@ -11,7 +11,7 @@ and its first body bytes leave in one send, at the end of the loop iteration.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from httptools import (
     HttpParserCallbackError,
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from sidecars.proxy.upstream import UpstreamConnection
 
 # llhttp's error texts -> the reason counted in sidecar_bad_requests_total.
-_PARSE_ERRORS = (
+_PARSE_ERRORS: Final = (
     ("Transfer-Encoding can't be present with Content-Length", "content_length_and_chunked"),
     ("Content-Length", "invalid_content_length"),
     ("Transfer-Encoding", "invalid_transfer_encoding"),
@@ -45,17 +45,17 @@ _PARSE_ERRORS = (
     ("chunk", "invalid_chunked_body"),
     ("Pause on PRI", "http2_preface"),
 )
-log = get_logger("sidecars.proxy")
+log: Final = get_logger("sidecars.proxy")
 
-_REQUEST_SPELLINGS = h.REQUEST_HEADERS.by_spelling
-_TLS_RECORD = 0x16  # first byte of a TLS ClientHello
+_REQUEST_SPELLINGS: Final = h.REQUEST_HEADERS.by_spelling
+_TLS_RECORD: Final = 0x16  # first byte of a TLS ClientHello
 # How long a refused client may go on sending before the connection is closed (nginx's
 # lingering_time is 30 s; a refusal only needs the answer to arrive first).
-_LINGER = 2.0
+_LINGER: Final = 2.0
 # How long a keep-alive connection keeps its parser and its reusable exchange (about 1.7 KiB)
 # once idle: a busy connection reuses them (making them again costs a few microseconds per
 # request), one idle longer gives them back and makes new ones for its next request.
-IDLE_RELEASE = 0.5
+IDLE_RELEASE: Final = 0.5
 
 
 def parse_error(error: HttpParserError, data: bytes) -> SidecarError:
@@ -573,8 +573,8 @@ class ClientConnection(asyncio.Protocol):
 
 # Client addresses as str and bytes, shared by the connections from one address (a sidecar's
 # clients are few hosts: a copy of each per connection was 0.1 KiB of every idle one).
-_ADDRESSES: dict[str, tuple[str, bytes]] = {}
-_ADDRESSES_KEPT = 4096
+_ADDRESSES: Final[dict[str, tuple[str, bytes]]] = {}
+_ADDRESSES_KEPT: Final = 4096
 
 
 def _address(host: str) -> tuple[str, bytes]:

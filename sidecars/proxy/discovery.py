@@ -79,8 +79,9 @@ class Discovery:
             except OSError as error:
                 self.failures += 1
                 self.cluster.discovery_error = f"{type(error).__name__}: {error}"
-                log.warn("dns_lookup_failed", upstream=self.cluster.name, name=url.host,
-                         error=str(error))
+                log.warn(
+                    "dns_lookup_failed", upstream=self.cluster.name, name=url.host, error=str(error)
+                )
                 if self._found[index] is None:
                     next_in = min(next_in, _RETRY)
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from http import HTTPStatus
+from typing import Final
 
 import orjson
 
@@ -26,18 +27,22 @@ def bad_request(reason: str, detail: str, status: int = 400) -> SidecarError:
     return SidecarError(status, "bad_request", detail, reason)
 
 
-CIRCUIT_OPEN = SidecarError(503, "circuit_open", "the circuit to the upstream is open")
-OVERLOADED = SidecarError(503, "overloaded", "too many requests to the upstream at once")
-RATE_LIMITED = SidecarError(429, "rate_limited", "over the rate limit of the upstream")
-UPSTREAM_UNAVAILABLE = SidecarError(502, "upstream_unavailable", "no response from the upstream")
-UPSTREAM_UNRESOLVED = SidecarError(
+CIRCUIT_OPEN: Final = SidecarError(503, "circuit_open", "the circuit to the upstream is open")
+OVERLOADED: Final = SidecarError(503, "overloaded", "too many requests to the upstream at once")
+RATE_LIMITED: Final = SidecarError(429, "rate_limited", "over the rate limit of the upstream")
+UPSTREAM_UNAVAILABLE: Final = SidecarError(
+    502, "upstream_unavailable", "no response from the upstream"
+)
+UPSTREAM_UNRESOLVED: Final = SidecarError(
     502, "upstream_unavailable", "the upstream's name did not resolve"
 )
-UPSTREAM_TIMEOUT = SidecarError(504, "upstream_timeout", "the upstream did not answer in time")
-HEADER_TIMEOUT = bad_request("header_timeout", "request head not received in time", 408)
-BODY_TIMEOUT = bad_request("body_timeout", "request body stalled", 408)
-HEAD_TOO_LARGE = bad_request("head_too_large", "request line or headers too large", 431)
-BODY_TOO_LARGE = bad_request("body_too_large", "request body over the size limit", 413)
+UPSTREAM_TIMEOUT: Final = SidecarError(
+    504, "upstream_timeout", "the upstream did not answer in time"
+)
+HEADER_TIMEOUT: Final = bad_request("header_timeout", "request head not received in time", 408)
+BODY_TIMEOUT: Final = bad_request("body_timeout", "request body stalled", 408)
+HEAD_TOO_LARGE: Final = bad_request("head_too_large", "request line or headers too large", 431)
+BODY_TOO_LARGE: Final = bad_request("body_too_large", "request body over the size limit", 413)
 
 
 class ErrorResponses:

@@ -21,7 +21,7 @@ States and the only legal moves between them (``_LEGAL``; any other is an error,
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sidecars.observability import get_logger
 from sidecars.proxy import errors, http1
@@ -41,11 +41,17 @@ if TYPE_CHECKING:
     from sidecars.proxy.filters import Filter
     from sidecars.proxy.route import Route
 
-log = get_logger("sidecars.proxy")
+log: Final = get_logger("sidecars.proxy")
 
-NEW, WAITING, SENT, STREAMING, ANSWERED, TUNNEL, DONE = range(7)
-STATE_NAMES = ("NEW", "WAITING", "SENT", "STREAMING", "ANSWERED", "TUNNEL", "DONE")
-_MOVES = {
+NEW: Final = 0
+WAITING: Final = 1
+SENT: Final = 2
+STREAMING: Final = 3
+ANSWERED: Final = 4
+TUNNEL: Final = 5
+DONE: Final = 6
+STATE_NAMES: Final = ("NEW", "WAITING", "SENT", "STREAMING", "ANSWERED", "TUNNEL", "DONE")
+_MOVES: Final = {
     NEW: (WAITING, ANSWERED, DONE),
     WAITING: (WAITING, SENT, ANSWERED, DONE),
     SENT: (WAITING, STREAMING, ANSWERED, DONE),
@@ -55,15 +61,15 @@ _MOVES = {
     DONE: (),
 }
 # As one int per move (old * 8 + new): a set lookup per transition.
-_LEGAL = frozenset(old * 8 + new for old, targets in _MOVES.items() for new in targets)
+_LEGAL: Final = frozenset(old * 8 + new for old, targets in _MOVES.items() for new in targets)
 # The answer to an attempt that failed without a response, by failure kind.
-_FAILURE_ANSWERS = {"timeout": errors.UPSTREAM_TIMEOUT, "dns": errors.UPSTREAM_UNRESOLVED}
+_FAILURE_ANSWERS: Final = {"timeout": errors.UPSTREAM_TIMEOUT, "dns": errors.UPSTREAM_UNRESOLVED}
 # A failed answer kept while a retry is tried, returned if the circuit then opens.
-_SAVED_BODY_MAX = 64 * 1024
+_SAVED_BODY_MAX: Final = 64 * 1024
 # Status recorded in the access log when the client left before its answer (nginx's 499).
-CLIENT_GONE = 499
+CLIENT_GONE: Final = 499
 # Status recorded when a filter cut the client's connection without an answer (nginx's 444).
-NO_RESPONSE = 444
+NO_RESPONSE: Final = 444
 
 
 class IllegalTransition(Exception):

@@ -14,31 +14,31 @@ import random
 import re
 from collections.abc import Callable, Iterable
 from http import HTTPStatus
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
     from sidecars.proxy.request import RequestHead
 
 # What the engine does with a header, by its lower-case name; absent: forwarded as it came
 # (FORWARD is 0 so that the hot paths test it with a plain ``not role``).
-FORWARD = 0
-DROP = -1
-HOST = 1
-CONNECTION = 2
-TRANSFER_ENCODING = 3
-CONTENT_LENGTH = 4
-EXPECT = 5
-UPGRADE = 6
-REQUEST_ID = 7
-FORWARDED_FOR = 8
-FORWARDED_HOST = 9
-FORWARDED_PROTO = 10
-IDEMPOTENCY_KEY = 11
-USER_AGENT = 12
-RETRY_AFTER = 13
-TRACE_CONTEXT = 14  # traceparent and tracestate
+FORWARD: Final = 0
+DROP: Final = -1
+HOST: Final = 1
+CONNECTION: Final = 2
+TRANSFER_ENCODING: Final = 3
+CONTENT_LENGTH: Final = 4
+EXPECT: Final = 5
+UPGRADE: Final = 6
+REQUEST_ID: Final = 7
+FORWARDED_FOR: Final = 8
+FORWARDED_HOST: Final = 9
+FORWARDED_PROTO: Final = 10
+IDEMPOTENCY_KEY: Final = 11
+USER_AGENT: Final = 12
+RETRY_AFTER: Final = 13
+TRACE_CONTEXT: Final = 14  # traceparent and tracestate
 
-_HOP_BY_HOP = {
+_HOP_BY_HOP: Final = {
     b"connection": CONNECTION,
     b"keep-alive": DROP,
     b"proxy-connection": DROP,
@@ -50,7 +50,7 @@ _HOP_BY_HOP = {
     b"proxy-authenticate": DROP,
     b"http2-settings": DROP,
 }
-REQUEST_ROLES: dict[bytes, int] = {
+REQUEST_ROLES: Final[dict[bytes, int]] = {
     **_HOP_BY_HOP,
     b"host": HOST,
     b"content-length": CONTENT_LENGTH,
@@ -66,15 +66,15 @@ REQUEST_ROLES: dict[bytes, int] = {
     # Ours to set: a client cannot pretend to be a later attempt.
     b"x-sidecar-attempt": DROP,
 }
-RESPONSE_ROLES: dict[bytes, int] = {
+RESPONSE_ROLES: Final[dict[bytes, int]] = {
     **_HOP_BY_HOP,
     b"content-length": CONTENT_LENGTH,
     b"retry-after": RETRY_AFTER,
     b"x-sidecar-attempts": DROP,
 }
 # Longest header name whose spelling is remembered, and how many spellings are.
-_SPELLING_MAX = 64
-_SPELLINGS_MAX = 1024
+_SPELLING_MAX: Final = 64
+_SPELLINGS_MAX: Final = 1024
 
 
 class HeaderRoles:
@@ -100,18 +100,18 @@ class HeaderRoles:
         return role
 
 
-REQUEST_HEADERS: HeaderRoles = HeaderRoles(REQUEST_ROLES)
-RESPONSE_HEADERS: HeaderRoles = HeaderRoles(RESPONSE_ROLES)
+REQUEST_HEADERS: Final[HeaderRoles] = HeaderRoles(REQUEST_ROLES)
+RESPONSE_HEADERS: Final[HeaderRoles] = HeaderRoles(RESPONSE_ROLES)
 
 # Connection tokens that are options, not names of headers to remove.
-_CONNECTION_OPTIONS = frozenset({b"keep-alive", b"close", b"upgrade"})
+_CONNECTION_OPTIONS: Final = frozenset({b"keep-alive", b"close", b"upgrade"})
 # Connection values seen on nearly every message, which name no header.
-PLAIN_CONNECTION = frozenset(
+PLAIN_CONNECTION: Final = frozenset(
     {b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"}
 )
 # The standard reason phrase of each status and its status line, for the answers the sidecar
 # makes and, when an upstream uses the same phrase, for relayed ones (the common case).
-STANDARD_STATUS: dict[int, tuple[bytes, bytes]] = {
+STANDARD_STATUS: Final[dict[int, tuple[bytes, bytes]]] = {
     status.value: (
         status.phrase.encode(),
         b"HTTP/1.1 %d %b\r\n" % (status.value, status.phrase.encode()),
@@ -120,8 +120,8 @@ STANDARD_STATUS: dict[int, tuple[bytes, bytes]] = {
 }
 
 # Pre-built "X-Sidecar-Attempt: n" lines that end the upstream request head.
-_ATTEMPT_ENDINGS = [b"X-Sidecar-Attempt: %d\r\n\r\n" % n for n in range(16)]
-ATTEMPTS_LINES = [b"X-Sidecar-Attempts: %d\r\n" % n for n in range(16)]
+_ATTEMPT_ENDINGS: Final = [b"X-Sidecar-Attempt: %d\r\n\r\n" % n for n in range(16)]
+ATTEMPTS_LINES: Final = [b"X-Sidecar-Attempts: %d\r\n" % n for n in range(16)]
 
 
 def connection_listed(value: bytes) -> list[bytes]:
@@ -187,17 +187,17 @@ class RequestIds:
 
 
 # W3C Trace Context (https://www.w3.org/TR/trace-context/): version-traceid-parentid-flags.
-_TRACEPARENT = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
-_ZERO_TRACE_ID = b"0" * 32
-_ZERO_SPAN_ID = b"0" * 16
+_TRACEPARENT: Final = re.compile(rb"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_ZERO_TRACE_ID: Final = b"0" * 32
+_ZERO_SPAN_ID: Final = b"0" * 16
 # tracestate: what is kept untouched; longer, list-members are dropped as section 3.3.1.5 says
 # (those over 128 characters first, then from the end).
-TRACESTATE_MAX = 512
-_TRACESTATE_MEMBER_MAX = 128
-SAMPLED = b"01"
+TRACESTATE_MAX: Final = 512
+_TRACESTATE_MEMBER_MAX: Final = 128
+SAMPLED: Final = b"01"
 # A trace id and a span id: 16 + 8 random bytes; drawn for this many requests at once.
-_ID_BYTES = 24
-IDS_PER_DRAW = 64
+_ID_BYTES: Final = 24
+IDS_PER_DRAW: Final = 64
 
 
 def parse_traceparent(value: bytes) -> tuple[bytes, bytes, bytes] | None:

@@ -5,7 +5,7 @@ themselves, so another protocol (HTTP/2) is another codec, not an edit to them.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from sidecars.proxy.headers import ATTEMPTS_LINES, attempt_ending, attempts_line
 
@@ -13,11 +13,17 @@ if TYPE_CHECKING:
     from sidecars.proxy.connection import Connection
     from sidecars.proxy.request import RequestHead
 
-CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-LAST_CHUNK = b"0\r\n\r\n"
+CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+LAST_CHUNK: Final = b"0\r\n\r\n"
 # How a relayed response body is framed for the client (CODED_*: with transfer codings
 # other than chunked, gzip say, which are the client's to undo).
-LENGTH, CHUNKED, NO_BODY, UNTIL_CLOSE, TUNNEL, CODED_CHUNKED, CODED_UNTIL_CLOSE = range(7)
+LENGTH: Final = 0
+CHUNKED: Final = 1
+NO_BODY: Final = 2
+UNTIL_CLOSE: Final = 3
+TUNNEL: Final = 4
+CODED_CHUNKED: Final = 5
+CODED_UNTIL_CLOSE: Final = 6
 
 
 def chunk(data: bytes) -> bytes:

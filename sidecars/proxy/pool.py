@@ -17,13 +17,13 @@ import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, Final, Protocol, TypeVar
 
 from sidecars.proxy.batch import Outbox
 from sidecars.proxy.upstream import UpstreamConnection
 
 _P = TypeVar("_P", bound=asyncio.BaseProtocol)
-_SETTLE = 1.0
+_SETTLE: Final = 1.0
 
 
 class ConnectFailure(Exception):

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from sidecars import admin
 from sidecars.observability import get_logger
-from sidecars.proxy.accesslog import AccessLog, StdoutThread, close_output, stdout_output
+from sidecars.proxy.accesslog import AccessLog, StdoutWriter, close_output, stdout_output
 from sidecars.proxy.batch import EndOfIteration
 from sidecars.proxy.client import ClientConnection
 from sidecars.proxy.fault_drills import drills_for, faults_resource
@@ -84,9 +84,7 @@ async def run(settings: ProxySettings, lifecycle: Lifecycle) -> None:
         settings.common.admin_token,
         {
             "/faults": faults_resource(drills, loop),
-            "/canary": canary_resource(
-                {r.name: r.canary for r in routes if r.canary is not None}
-            ),
+            "/canary": canary_resource({r.name: r.canary for r in routes if r.canary is not None}),
         },
     )
     await admin_server.start(settings.common.admin_listen)
@@ -130,7 +128,7 @@ def _access_log(
     settings: ProxySettings,
     loop: asyncio.AbstractEventLoop,
     end_of_iteration: EndOfIteration,
-    output: StdoutThread,
+    output: StdoutWriter,
 ) -> AccessLog | None:
     if not settings.access_log:
         return None

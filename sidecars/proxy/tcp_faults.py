@@ -73,7 +73,6 @@ class FaultyConnector:
         wrapped = await self.inner.connect(target, lambda: _ResetMidStream(factory()), limit)
         return wrapped.inner
 
-
     def status(self) -> dict[str, Any]:
         return {
             "configured": [f.describe() for f in self.configured],

@@ -20,15 +20,16 @@ import asyncio
 import heapq
 import math
 from collections.abc import Callable
+from typing import Final
 
 # uvloop rounds timers to milliseconds: a handle may fire a hair before its deadline.
-_SLACK = 0.001
-_SLOTS_PER_SECOND = 128  # a power of two: slot times are exact floats
-_NEVER = (1 << 62) - 1  # no slot (the largest int mypyc keeps unboxed)
+_SLACK: Final = 0.001
+_SLOTS_PER_SECOND: Final = 128  # a power of two: slot times are exact floats
+_NEVER: Final = (1 << 62) - 1  # no slot (the largest int mypyc keeps unboxed)
 # A deadline further than this (seconds) is put in the slot of the whole second before it:
 # it fires early and re-arms itself nearer, so far slots (idle timeouts of minutes) are one
 # per second, not 128.
-_FAR = 1.0
+_FAR: Final = 1.0
 
 
 class _Wheel:
@@ -111,7 +112,7 @@ class _Wheel:
 
 
 # The wheel of each loop with timers armed (dropped when its last timer has run).
-_wheels: dict[asyncio.AbstractEventLoop, _Wheel] = {}
+_wheels: Final[dict[asyncio.AbstractEventLoop, _Wheel]] = {}
 
 
 def _wheel_of(loop: asyncio.AbstractEventLoop) -> _Wheel:

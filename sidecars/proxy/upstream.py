@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Final, cast
 
 from httptools import (
     HttpParserCallbackError,
@@ -28,8 +28,8 @@ if TYPE_CHECKING:
     from sidecars.proxy.pool import ConnectionPool
 
 
-_RESPONSE_SPELLINGS = h.RESPONSE_HEADERS.by_spelling
-log = get_logger("sidecars.proxy")
+_RESPONSE_SPELLINGS: Final = h.RESPONSE_HEADERS.by_spelling
+log: Final = get_logger("sidecars.proxy")
 
 
 class _HeadResponseEnd(Exception):
@@ -46,7 +46,7 @@ class _BadStatus(Exception):
     """A status outside 100-599: not an HTTP response (llhttp takes any three digits)."""
 
 
-_BYTES_AFTER_LOGGED = LogThrottle()  # an upstream that does it does it on every response
+_BYTES_AFTER_LOGGED: Final = LogThrottle()  # an upstream that does it does it on every response
 
 
 def _count_bytes_after_response(exchange: Exchange) -> None:

@@ -43,7 +43,7 @@ no per-request state of their own: what one request needs is kept on the exchang
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecars.policies.retry import RetryDecision
 
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 # The attempt is made again on a fresh connection without counting as one (a pooled
 # connection the upstream had closed).
-REPLAY = RetryDecision(True, 0.0, "replay")
+REPLAY: Final = RetryDecision(True, 0.0, "replay")
 
 
 class Park:
@@ -67,7 +67,7 @@ class Park:
         return "PARK"
 
 
-PARK = Park()
+PARK: Final = Park()
 
 
 class Answer:
@@ -81,7 +81,7 @@ class Answer:
         self.retry_after = retry_after
 
 
-CUT = Answer(None)
+CUT: Final = Answer(None)
 
 
 class Refusals:

@@ -18,7 +18,7 @@ import contextlib
 import weakref
 import zlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from sidecars.proxy.connection import Connection
     from sidecars.proxy.exchange import Exchange
 
-log = get_logger("sidecars.proxy")
+log: Final = get_logger("sidecars.proxy")
 
 CANARY, STABLE = b"canary", b"stable"
 
@@ -199,7 +199,7 @@ def _header_value(lines: list[bytes], name: bytes) -> bytes | None:
 
 
 # Every canary filter of the process, for the scrape-time request counts (observability).
-FILTERS: weakref.WeakSet[obs.WeakHandle[CanaryFilter]] = weakref.WeakSet()
+FILTERS: Final[weakref.WeakSet[obs.WeakHandle[CanaryFilter]]] = weakref.WeakSet()
 
 
 def _samples() -> Iterator[obs.CanarySample]:
@@ -210,7 +210,7 @@ def _samples() -> Iterator[obs.CanarySample]:
 
 obs.CANARY_REQUESTS.source = _samples
 
-ACTIONS = ("promote", "rollback", "pause", "resume", "weight")
+ACTIONS: Final = ("promote", "rollback", "pause", "resume", "weight")
 
 
 def admin_resource(filters: Mapping[str, CanaryFilter]) -> Resource:

@@ -13,7 +13,7 @@ without an attempt. A slot given back goes to the oldest waiting request, which 
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecars import observability as obs
 from sidecars.observability import get_logger
@@ -29,11 +29,11 @@ if TYPE_CHECKING:
     from sidecars.proxy.filters import Verdict
     from sidecars.settings import OverloadSettings
 
-log = get_logger("sidecars.proxy.overload")
+log: Final = get_logger("sidecars.proxy.overload")
 
-_OVERLOADED = Answer(errors.OVERLOADED)
+_OVERLOADED: Final = Answer(errors.OVERLOADED)
 # Quiet seconds after which a run of rejections is logged as over.
-REJECTIONS_QUIET = 5.0
+REJECTIONS_QUIET: Final = 5.0
 
 
 class Rejections:

@@ -20,7 +20,7 @@ are then removed before the upstream sees the request.
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -40,15 +40,15 @@ if TYPE_CHECKING:
     from sidecars.proxy.pool import ConnectionPool
     from sidecars.settings import FaultSettings
 
-log = get_logger("sidecars.proxy")
+log: Final = get_logger("sidecars.proxy")
 
-_ABORT = b"x-sidecar-fault-abort"
-_DELAY = b"x-sidecar-fault-delay"
-_PERCENT = b"x-sidecar-fault-percent"
-FAULT_HEADERS = (_ABORT, _DELAY, _PERCENT)
+_ABORT: Final = b"x-sidecar-fault-abort"
+_DELAY: Final = b"x-sidecar-fault-delay"
+_PERCENT: Final = b"x-sidecar-fault-percent"
+FAULT_HEADERS: Final = (_ABORT, _DELAY, _PERCENT)
 # The scope of the delay a request-scoped draw decided, kept on the exchange until its first
 # attempt (a scope no configured fault has).
-_HELD = "held"
+_HELD: Final = "held"
 
 
 class FaultFilter(Filter):

@@ -10,7 +10,7 @@ nothing of it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecars.observability import get_logger
 from sidecars.policies.outlier import OutlierDetector
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from sidecars.proxy.connection import Connection
     from sidecars.proxy.exchange import Exchange
 
-log = get_logger("sidecars.proxy.cluster")
+log: Final = get_logger("sidecars.proxy.cluster")
 
 
 class OutlierFilter(Filter):

@@ -9,7 +9,7 @@ upstream had closed meanwhile (not counted as an attempt).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sidecars.observability import get_logger
 from sidecars.policies.retry import (
@@ -29,10 +29,10 @@ if TYPE_CHECKING:
     from sidecars.proxy.metrics import RouteMetrics
     from sidecars.settings import RetrySettings
 
-log = get_logger("sidecars.proxy")
+log: Final = get_logger("sidecars.proxy")
 
 # Failure kinds as the retry policy names them (P_RETRY_ON).
-RETRY_KIND = {
+RETRY_KIND: Final = {
     "connect": "connect-failure",
     "dns": "connect-failure",
     "tls": "connect-failure",
@@ -114,9 +114,7 @@ class RetryFilter(Filter):
         self._log_attempt_failed(exchange, kind, decision, detail=exchange.failure_detail)
         return decision
 
-    def on_connect_failure(
-        self, attempt: int, kind: str, remaining: float
-    ) -> RetryDecision | None:
+    def on_connect_failure(self, attempt: int, kind: str, remaining: float) -> RetryDecision | None:
         """TCP mode: a dial (attempt ``attempt``, from 1) failed before any byte was relayed:
         dial another endpoint? The same rule as an HTTP attempt that sent nothing."""
         if self.max_attempts <= attempt:

@@ -100,7 +100,7 @@ class FakeDialer:
 
 
 class BytesOutput:
-    """The access log's output, into memory (what the process's StdoutThread writes)."""
+    """The access log's output, into memory (what the process's StdoutWriter writes)."""
 
     def __init__(self, stream: io.BytesIO) -> None:
         self.stream = stream

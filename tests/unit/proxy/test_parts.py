@@ -4,10 +4,12 @@ the access log."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import io
 import json
 import math
 import os
+import select
 import subprocess
 import sys
 import threading
@@ -20,7 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 
 from sidecars.observability import PROXY_METRICS, REQUEST_DURATION_BUCKETS, ProcessLogStream
 from sidecars.proxy import errors, http1
-from sidecars.proxy.accesslog import AccessLog, StdoutThread
+from sidecars.proxy.accesslog import AccessLog, StdoutWriter
 from sidecars.proxy.batch import EndOfIteration, Outbox
 from sidecars.proxy.errors import ErrorResponses
 from sidecars.proxy.exchange import Exchange
@@ -519,21 +521,60 @@ async def test_lines_the_output_refuses_are_counted_and_reported_when_it_takes_a
     assert [line["event"] for line in output.lines()] == ["access_log_dropped", "access", "access"]
 
 
-def test_a_stuck_stdout_stalls_the_writer_thread_not_the_caller() -> None:
-    """A real pipe nobody reads: put() refuses past the bound at once instead of blocking,
-    and what was taken is all written once the pipe is read."""
+def pipe_of_64_kib() -> tuple[int, int]:
+    """A pipe that holds 64 KiB (Linux's default, set in case the machine's is larger)."""
     read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 65536)
+    return read_end, write_end
+
+
+def test_a_stuck_stdout_stalls_the_writer_thread_not_the_caller() -> None:
+    """A real pipe nobody reads: what it holds is written at once, the rest of the batch
+    waits for the thread; put() refuses past the bound at once instead of blocking, and
+    what was taken is all written once the pipe is read."""
+    read_end, write_end = pipe_of_64_kib()
     with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
-        output = StdoutThread("breaker", max_pending=200_000, stream=stream)
-        chunk = b"x" * 99_999 + b"\n"
-        assert output.put(chunk) and output.put(chunk)  # more than the pipe holds
+        output = StdoutWriter("breaker", max_pending=10_000, stream=stream)
+        chunk = b"x" * 99_999 + b"\n"  # more than the pipe holds: the rest over the bound
+        assert output.put(chunk)
         assert not output.put(b"y\n")  # the bound: refused, not blocked
         received = bytearray()
-        drained = threading.Thread(target=lambda: received.extend(reader.read(200_000)))
+        drained = threading.Thread(target=lambda: received.extend(reader.read(100_000)))
         drained.start()
         assert output.close(10.0) == 0
         drained.join(10.0)
-        assert bytes(received) == chunk * 2
+        assert bytes(received) == chunk
+
+
+def nowait_pipes() -> bool:
+    """Whether this kernel writes to a pipe with RWF_NOWAIT (Linux 6 does)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.pwritev(write_end, (b"x",), -1, os.RWF_NOWAIT)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+
+
+@pytest.mark.skipif(not nowait_pipes(), reason="this kernel has no RWF_NOWAIT for pipes")
+def test_lines_a_pipe_has_room_for_are_on_it_when_put_returns() -> None:
+    """An access batch larger than PIPE_BUF, then a process log line, each in the pipe when
+    put() returns (written on the caller's thread, no hand-over): a line logged before an
+    answer is on stdout before the answer leaves."""
+    read_end, write_end = pipe_of_64_kib()
+    with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb"):
+        output = StdoutWriter("breaker", max_pending=100_000, stream=stream)
+        batch = b"".join(b'{"event":"access","n":%d}\n' % n for n in range(1000))
+        assert len(batch) > select.PIPE_BUF
+        os.set_blocking(read_end, False)
+        assert output.put(batch)
+        assert os.read(read_end, 65536) == batch
+        assert output.put(b'{"event":"first"}\n')
+        assert os.read(read_end, 65536) == b'{"event":"first"}\n'
+        assert output.close(10.0) == 0
 
 
 class RecordingTransport:
@@ -577,7 +618,7 @@ async def test_the_outbox_writes_at_the_end_of_the_iteration_in_order() -> None:
 
 def test_the_writer_takes_one_batch_over_its_bound_and_writes_at_once_once_closed() -> None:
     stream = io.BytesIO()
-    output = StdoutThread("breaker", max_pending=1000, stream=stream)
+    output = StdoutWriter("breaker", max_pending=1000, stream=stream)
     batch = b"x" * 4999 + b"\n"  # one busy iteration's lines, more than the bound
     assert output.put(batch)  # nothing waits: taken, not dropped on a healthy stdout
     assert output.close(10.0) == 0
@@ -586,10 +627,10 @@ def test_the_writer_takes_one_batch_over_its_bound_and_writes_at_once_once_close
 
 
 def test_a_writer_still_stuck_at_close_refuses_later_lines() -> None:
-    read_end, write_end = os.pipe()
+    read_end, write_end = pipe_of_64_kib()
     with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
-        output = StdoutThread("breaker", max_pending=200_000, stream=stream)
-        chunk = b"x" * 199_999 + b"\n"  # more than the pipe holds: the writer blocks
+        output = StdoutWriter("breaker", max_pending=200_000, stream=stream)
+        chunk = b"x" * 199_999 + b"\n"  # more than the pipe holds: the thread blocks
         assert output.put(chunk)
         assert output.close(0.2) > 0  # not all written
         assert not output.put(b"stopped\n")  # refused, never blocking the caller
@@ -598,11 +639,12 @@ def test_a_writer_still_stuck_at_close_refuses_later_lines() -> None:
 
 
 def test_process_log_lines_go_whole_through_the_writer_and_drops_are_counted() -> None:
-    read_end, write_end = os.pipe()
+    read_end, write_end = pipe_of_64_kib()
     labels = {"sidecar": "breaker", "reason": "process_log"}
     before = PROXY_METRICS.get_sample_value("sidecar_access_log_dropped_total", labels) or 0
     with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
-        output = StdoutThread("breaker", max_pending=100_000, stream=stream)
+        # What the pipe does not hold of the big line (about 86 KB) waits past the bound.
+        output = StdoutWriter("breaker", max_pending=50_000, stream=stream)
         log = ProcessLogStream(output.put, "breaker")
         big = orjson.dumps({"event": "big", "value": "v" * 150_000}).decode()
         # As structlog's PrintLogger writes (the line, then its newline). Over the bound, but
@@ -633,13 +675,12 @@ def test_a_nan_duration_is_counted_in_the_last_bucket_not_raised() -> None:
     ) == 2
 
 
-def test_a_process_log_line_is_on_stdout_when_put_line_returns(tmp_path: Any) -> None:
-    """With nothing waiting, a process log line is written on the caller's thread: a line
-    logged before an answer is on stdout before the answer leaves. Behind a waiting access
-    batch it is queued after it (order kept)."""
+def test_a_line_is_in_a_file_when_put_returns(tmp_path: Any) -> None:
+    """A regular file as stdout is written on the caller's thread (as nginx writes its
+    access_log), whatever the size."""
     with (tmp_path / "stdout").open("wb") as stream:
-        output = StdoutThread("breaker", max_pending=100_000, stream=stream)
-        assert output.put_line(b'{"event":"first"}\n')
+        output = StdoutWriter("breaker", max_pending=100_000, stream=stream)
+        assert output.put(b'{"event":"first"}\n')
         assert (tmp_path / "stdout").read_bytes() == b'{"event":"first"}\n'
         assert output.close(10.0) == 0
         assert output.close(10.0) == 0  # a second close waits for nothing
