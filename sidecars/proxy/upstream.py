@@ -20,6 +20,7 @@ from httptools import (
 
 from sidecars.observability import LogThrottle, get_logger
 from sidecars.proxy import headers as h
+from sidecars.proxy.connection import Connection
 from sidecars.proxy.headers import STANDARD_STATUS
 from sidecars.proxy.timer import DeadlineTimer
 
@@ -70,7 +71,7 @@ def _after_heads(data: bytes, heads: int) -> bool:
     return bool(data[end:].strip(b"\r\n"))
 
 
-class UpstreamConnection(asyncio.Protocol):
+class UpstreamConnection(asyncio.Protocol, Connection):
     __slots__ = (
         "_interim",
         "_parser",

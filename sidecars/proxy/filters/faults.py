@@ -28,6 +28,7 @@ from sidecars import observability as obs
 from sidecars.envparse import duration
 from sidecars.observability import get_logger
 from sidecars.policies.faults import Drills, Fault, Uniform, abort_status, percent, pick
+from sidecars.proxy.connection import Connection
 from sidecars.proxy.errors import SidecarError
 from sidecars.proxy.filters import CUT, Answer, Delay, Filter
 
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     import asyncio
 
     from sidecars.proxy.cluster import Cluster
-    from sidecars.proxy.connection import Connection
     from sidecars.proxy.exchange import Exchange
     from sidecars.proxy.pool import ConnectionPool
     from sidecars.settings import FaultSettings
@@ -177,7 +177,7 @@ def _header_fault(lines: list[bytes]) -> Fault | None:
     return None
 
 
-class InjectedAnswer:
+class InjectedAnswer(Connection):
     """A ``Connection`` answering an attempt in the upstream's place: the fault's status
     (with a small JSON body and ``X-Sidecar-Fault``), or a reset before any byte."""
 
