@@ -130,7 +130,7 @@ class _StdlibJSONFormatter(logging.Formatter):
 class ProcessLogStream:
     """The text stream structlog's and the standard library's log lines are written to in a
     proxy: each whole line goes to ``put``, the process's one stdout writer
-    (``accesslog.StdoutWriter``, which the access lines go to), never blocking the caller. A
+    (``accesslog.StdoutWriter``, which the access lines go to), never waiting on a reader. A
     line ``put`` refuses (stdout full) is dropped, counted in
     ``sidecar_access_log_dropped_total{reason="process_log"}`` and reported by a
     ``log_lines_dropped`` line once stdout takes lines again. Not compiled: structlog keeps

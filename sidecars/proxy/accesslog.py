@@ -14,7 +14,8 @@ their JSON form is cached.
 The writes themselves are made by an ``Output``: in the process, ``StdoutWriter``, the one
 writer of stdout (the process log's lines go through it too,
 ``observability.ProcessLogStream``), so that a stdout that does not take lines (a full pipe)
-never blocks the event loop and no line is split by another. What it cannot take is dropped,
+never blocks the event loop and no line is split by another (a regular file is the
+exception: written at once, as nginx writes its ``access_log``). What it cannot take is dropped,
 counted in ``sidecar_access_log_dropped_total`` and reported by an ``access_log_dropped``
 line once stdout takes lines again.
 """
@@ -23,9 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import errno
+import fcntl
 import os
 import re
+import resource
 import select
 import stat
 import sys
@@ -249,8 +251,8 @@ class AccessLog:
 
 # How ``StdoutWriter`` writes on the caller's thread (``_write_now``), by what stdout is.
 _NOWAIT: Final = 0  # a pipe or socket: pwritev2(RWF_NOWAIT) writes what fits, never blocking
-_PLAIN: Final = 1  # a regular file: a write that does not wait on a reader (as nginx's access_log)
-_POLL: Final = 2  # RWF_NOWAIT refused (an older kernel, a terminal): a polled write of PIPE_BUF
+_PLAIN: Final = 1  # a regular file: a write no reader holds up (as nginx's access_log)
+_POLL: Final = 2  # RWF_NOWAIT refused (a FIFO, a terminal, a kernel): a polled PIPE_BUF write
 _NONE: Final = 3  # no file descriptor (a test's stream): the thread writes everything
 
 
@@ -258,13 +260,16 @@ class StdoutWriter:
     """The process's one stdout writer: access lines (``AccessLog``'s buffers) and process
     log lines (``observability.ProcessLogStream``) alike are ``put`` whole. A line is written
     at once on the caller's thread while nothing waits and stdout takes it without blocking
-    (a pipe or socket by ``pwritev2(RWF_NOWAIT)``, which writes what fits; a regular file;
-    elsewhere a polled write of at most ``PIPE_BUF`` bytes); what stdout does not take at
-    once is written by a thread of its own, so that a stdout that does not take lines (a
-    full pipe nobody reads) stalls that thread and never the event loop, and no line is ever
-    split by another writer's bytes. Writing at once keeps the order of lines and answers (a
-    line logged before an answer is on stdout before the answer is sent) and costs no
-    thread hand-over, which is a tenth of the proxy's CPU at full load.
+    (an anonymous pipe, what container runtimes give, or a socket by
+    ``pwritev2(RWF_NOWAIT)``, which writes what fits, once a probe found the kernel honours
+    it; elsewhere, a FIFO or a terminal say, a polled write of at most ``PIPE_BUF`` bytes);
+    what stdout does not take at once is written by a thread of its own, so that a stdout
+    that does not take lines (a full pipe nobody reads) stalls that thread and never the
+    event loop, and no line is ever split by another writer's bytes. A regular file is
+    written at once whatever the size, as nginx writes its ``access_log``: no reader holds it
+    up, but a stuck file system under it stalls the loop. Writing at once keeps the order of
+    lines and answers (a line logged before an answer is on stdout before the answer is
+    sent) and costs no thread hand-over, which was a tenth of the proxy's CPU at full load.
 
     At most ``max_pending`` bytes wait for the thread (being written included); past it
     ``put`` refuses. A failed write (stdout closed) loses its lines, counted by reason
@@ -276,9 +281,11 @@ class StdoutWriter:
         self._stream = stream if stream is not None else sys.stdout.buffer
         self._fd = _fileno(self._stream)
         self._how = _write_mode(self._fd)
-        self._writable = select.poll()
+        self._writable = select.poll()  # the caller's (under the lock, nothing pending)
+        self._room = select.poll()  # the thread's, and the writes once closed
         if self._fd >= 0:
             self._writable.register(self._fd, select.POLLOUT)
+            self._room.register(self._fd, select.POLLOUT)
         self._max_pending = max_pending
         self._ready = threading.Condition()
         self._queue: deque[bytes] = deque()
@@ -338,10 +345,11 @@ class StdoutWriter:
                     return os.pwritev(self._fd, (data,), -1, _RWF_NOWAIT)
                 except BlockingIOError:
                     return 0
-                except OSError as error:
-                    if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                        raise
-                    self._how = how = _POLL  # not on this kernel or this kind of file
+                except OSError:
+                    # Refused (EOPNOTSUPP: a FIFO, a terminal, an older kernel; EPERM or
+                    # ENOSYS: a seccomp profile without pwritev2) or failed: the polled
+                    # path from now on, whose own write reports a real failure.
+                    self._how = how = _POLL
             if how == _PLAIN:
                 self._write(data)
                 return len(data)
@@ -351,6 +359,8 @@ class StdoutWriter:
                 and self._writable.poll(0) == [(self._fd, select.POLLOUT)]
             ):
                 return os.write(self._fd, data)  # at most PIPE_BUF, room for it: whole
+        except BlockingIOError:
+            return 0  # stdout opened non-blocking by another process, and full: the thread
         except OSError:
             self._write_errors.inc(data.count(b"\n"))
             return len(data)
@@ -373,18 +383,22 @@ class StdoutWriter:
         """Write ``data`` whole, blocking: straight to the file descriptor when there is
         one, so that a write stuck in a full pipe holds no lock of ``sys.stdout``'s buffer
         (the interpreter's exit flushes it, and would abort waiting for that lock) and a
-        failed write leaves nothing buffered to fail again at exit."""
+        failed write leaves nothing buffered to fail again at exit. The lines it could not
+        write are counted lost."""
+        written = 0
         try:
             if self._fd < 0:
                 self._stream.write(data)
                 self._stream.flush()
                 return
             # (Offsets, not a shrinking memoryview: mypyc's build wrote the data twice.)
-            written = os.write(self._fd, data)
-            while written < len(data):  # a partial write: rare
-                written += os.write(self._fd, data[written:])
+            while written < len(data):
+                try:
+                    written += os.write(self._fd, data[written:] if written else data)
+                except BlockingIOError:  # a stdout some process made non-blocking: wait
+                    self._room.poll()
         except (OSError, ValueError):
-            self._write_errors.inc(data.count(b"\n"))
+            self._write_errors.inc(data.count(b"\n", written))
 
 
 _RWF_NOWAIT: Final[int] = getattr(os, "RWF_NOWAIT", 0)
@@ -399,7 +413,51 @@ def _write_mode(fd: int) -> int:
             return _PLAIN
     except OSError:
         return _NONE
-    return _NOWAIT if _RWF_NOWAIT else _POLL
+    return _NOWAIT if _nowait_honoured() else _POLL
+
+
+_NOWAIT_HONOURED: Final[list[bool]] = []  # the probe's answer, once asked
+
+
+def _nowait_honoured() -> bool:
+    """Whether this kernel's pipes honour ``RWF_NOWAIT`` (a kernel that took the flag and
+    blocked anyway would stall the loop: gVisor's pipes ignore write flags). Asked once: a
+    thread writes two pages into a pipe of one; honoured, it is back at once with the page
+    that fitted; else it is let go by reading the pipe."""
+    if _NOWAIT_HONOURED:
+        return _NOWAIT_HONOURED[0]
+    honoured = False
+    if _RWF_NOWAIT:
+        read_end, write_end = os.pipe()
+        try:
+            page = resource.getpagesize()
+            fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, page)
+            outcome: list[int] = []
+            probe = threading.Thread(
+                target=_probe_write, args=(write_end, bytes(2 * page), outcome), daemon=True
+            )
+            probe.start()
+            probe.join(1.0)
+            while probe.is_alive():  # blocked: the flag was ignored
+                os.read(read_end, 2 * page)
+                probe.join(0.1)
+            honoured = bool(outcome) and 0 <= outcome[0] < 2 * page
+        except OSError:
+            honoured = False
+        finally:
+            os.close(read_end)
+            os.close(write_end)
+    _NOWAIT_HONOURED.append(honoured)
+    return honoured
+
+
+def _probe_write(fd: int, data: bytes, outcome: list[int]) -> None:
+    try:
+        outcome.append(os.pwritev(fd, (data,), -1, _RWF_NOWAIT))
+    except BlockingIOError:
+        outcome.append(0)
+    except OSError:
+        outcome.append(-1)
 
 
 def _fileno(stream: BinaryIO) -> int:

@@ -19,7 +19,8 @@ that override it, so a hook no filter implements costs nothing per request):
 ``on_attempt(exchange)``
     An endpoint was picked for this attempt (``exchange.endpoint``), nothing sent yet. Return
     ``None`` to go on, a ``Delay`` to hold the attempt that long first (within its deadline),
-    or a ``Connection`` that answers in the upstream's place (``attach`` it is given the
+    or a ``Connection`` (a compiled class naming the trait as a base: an interpreted class
+    cannot, in the compiled build) that answers in the upstream's place (``attach`` it is given the
     exchange, then drives ``on_response_head``/``on_upstream_failure`` like a real one), so
     every other filter judges that answer as the endpoint's. Fault injection uses it; the
     first non-None verdict wins.

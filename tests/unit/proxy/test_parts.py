@@ -548,6 +548,8 @@ def test_a_stuck_stdout_stalls_the_writer_thread_not_the_caller() -> None:
 
 def nowait_pipes() -> bool:
     """Whether this kernel writes to a pipe with RWF_NOWAIT (Linux 6 does)."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
     read_end, write_end = os.pipe()
     try:
         os.pwritev(write_end, (b"x",), -1, os.RWF_NOWAIT)
@@ -575,6 +577,27 @@ def test_lines_a_pipe_has_room_for_are_on_it_when_put_returns() -> None:
         assert output.put(b'{"event":"first"}\n')
         assert os.read(read_end, 65536) == b'{"event":"first"}\n'
         assert output.close(10.0) == 0
+
+
+def test_a_stdout_made_non_blocking_loses_nothing_and_splits_no_line() -> None:
+    """Another process may have set O_NONBLOCK on the pipe they share: the writer's thread
+    waits for room on EAGAIN instead of counting the rest lost (which left half a line)."""
+    read_end, write_end = pipe_of_64_kib()
+    os.set_blocking(write_end, False)
+    with os.fdopen(write_end, "wb") as stream, os.fdopen(read_end, "rb") as reader:
+        output = StdoutWriter("breaker", max_pending=400_000, stream=stream)
+        chunk = b"x" * 199_999 + b"\n"  # three times what the pipe holds
+        assert output.put(chunk)
+        assert output.put(b'{"event":"next"}\n')
+        received = bytearray()
+        wanted = len(chunk) + len(b'{"event":"next"}\n')
+        drained = threading.Thread(
+            target=lambda: received.extend(reader.read(wanted)), daemon=True
+        )
+        drained.start()
+        assert output.close(10.0) == 0
+        drained.join(10.0)
+        assert bytes(received) == chunk + b'{"event":"next"}\n'
 
 
 class RecordingTransport:
