@@ -23,6 +23,7 @@ line once stdout takes lines again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import fcntl
 import os
@@ -438,8 +439,10 @@ def _nowait_honoured() -> bool:
             )
             probe.start()
             probe.join(1.0)
+            os.set_blocking(read_end, False)  # (the probe may end between check and read)
             while probe.is_alive():  # blocked: the flag was ignored
-                os.read(read_end, 2 * page)
+                with contextlib.suppress(BlockingIOError):
+                    os.read(read_end, 2 * page)
                 probe.join(0.1)
             honoured = bool(outcome) and 0 <= outcome[0] < 2 * page
         except OSError:
